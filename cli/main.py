@@ -1,0 +1,9 @@
+import click
+
+@click.group()
+def main():
+    """disentangle-eval"""
+
+@main.command()
+def hello():
+    click.echo("hi")

@@ -1,0 +1,1 @@
+"""PyTorch reference models of FactorQVAE and its baselines, datasets and training."""
