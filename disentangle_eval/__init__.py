@@ -1,2 +1,12 @@
-"""disentangle-eval: disentanglement metrics for latents from any encoder."""
+"""disentangle-eval: disentanglement metrics for latents from any encoder.
+
+The metrics are pure functions over ``(n_samples, n_latents)`` latents and
+``(n_samples, n_factors)`` integer factors, computed in PyTorch on CPU or GPU.
+"""
+from ._validation import DataError
+from .infomec import InfoMECResult, infomec, normalized_mutual_information
+
 __version__ = "0.1.0"
+
+__all__ = ["DataError", "InfoMECResult", "infomec", "normalized_mutual_information",
+           "__version__"]

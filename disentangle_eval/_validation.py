@@ -33,12 +33,15 @@ class ScoringInputs:
         Number of distinct values of each factor.
     discrete : bool
         Whether the latents are treated as discrete codes.
+    raw_latents : torch.Tensor of shape (n_samples, n_latents), float64
+        The latents as given (before relabelling codes); on ``device``.
     """
 
     latents: torch.Tensor
     factors: torch.Tensor
     factor_sizes: tuple[int, ...]
     discrete: bool
+    raw_latents: torch.Tensor
 
     @property
     def n_samples(self) -> int:
@@ -100,10 +103,6 @@ def check_latents(latents, *, discrete: bool | None = None) -> tuple[np.ndarray,
                 f"column {cols[0]}")
     if discrete is None:
         discrete = array.dtype.kind in "biu"
-    if discrete and array.dtype.kind == "f" and not np.all(array == np.round(array)):
-        # Discrete float latents are fine as long as they are codes; any value works as a
-        # category label, so no error: they are relabelled by value.
-        pass
     return array, bool(discrete)
 
 
@@ -155,13 +154,14 @@ def check_inputs(latents, factors, *, discrete: bool | None = None,
     lat, discrete = check_latents(latents, discrete=discrete)
     codes, sizes = check_factors(factors, n_rows=lat.shape[0], factor_names=factor_names)
     dev = resolve_device(device)
+    raw = torch.as_tensor(lat.astype(np.float64), device=dev)
     if discrete:
-        # Relabel every latent column by value: codes are categories, their numbers do not matter.
+        # Discrete latents are categories: relabel each column by value (any numbers work).
         lat_codes = np.empty(lat.shape, dtype=np.int64)
         for j in range(lat.shape[1]):
             lat_codes[:, j] = np.unique(lat[:, j], return_inverse=True)[1]
         lat_t = torch.as_tensor(lat_codes, device=dev)
     else:
-        lat_t = torch.as_tensor(lat.astype(np.float64), device=dev)
+        lat_t = raw
     return ScoringInputs(latents=lat_t, factors=torch.as_tensor(codes, device=dev),
-                         factor_sizes=sizes, discrete=discrete)
+                         factor_sizes=sizes, discrete=discrete, raw_latents=raw)
