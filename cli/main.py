@@ -1,9 +1,286 @@
+"""``disentangle-eval``: score latents from any encoder against ground-truth factors.
+
+Exit codes: 0 success, 1 bad data (the files cannot be scored), 2 bad usage (options,
+missing files, an output that exists without ``--force``).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
 import click
 
-@click.group()
-def main():
-    """disentangle-eval"""
+METRICS = ("dci", "infomec")
+EXIT_BAD_DATA = 1
+
+
+class BadData(click.ClickException):
+    """Data that cannot be scored: one line on stderr, exit code 1."""
+
+    exit_code = EXIT_BAD_DATA
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _parse_metrics(_ctx, _param, value: str) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(m.strip().lower() for m in value.split(",") if m.strip()))
+    unknown = [m for m in chosen if m not in METRICS]
+    if unknown or not chosen:
+        raise click.BadParameter(f"choose from {', '.join(METRICS)} (comma-separated), "
+                                 f"got {value!r}")
+    return chosen
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="disentangle-eval")
+def main() -> None:
+    """Disentanglement metrics (DCI, InfoMEC) for latents from any encoder.
+
+    \b
+    Example:
+      disentangle-eval score latents.npz --factors factors.npz --out results/
+
+    Exit codes: 0 success, 1 bad data, 2 bad usage.
+    """
+
 
 @main.command()
-def hello():
-    click.echo("hi")
+@click.argument("latents_path", metavar="LATENTS", type=click.Path(dir_okay=False, exists=True))
+@click.option("--factors", "factors_path", required=True,
+              type=click.Path(dir_okay=False, exists=True),
+              help="Ground-truth factors (.npz or .npy), integer labels, one row per sample.")
+@click.option("--latents-key", default=None, help="Array name in the latents .npz.")
+@click.option("--factors-key", default=None, help="Array name in the factors .npz.")
+@click.option("--metrics", "metrics", default="dci,infomec", show_default=True,
+              callback=_parse_metrics, help="Comma-separated subset of: dci, infomec.")
+@click.option("--discrete/--continuous", "discrete", default=None,
+              help="Treat latents as discrete codes or continuous values "
+                   "[default: integer dtype -> discrete, float -> continuous].")
+@click.option("--n-neighbors", default=3, show_default=True, type=click.IntRange(min=1),
+              help="k of the continuous MI estimator (3: FactorQVAE, 10: QLAE).")
+@click.option("--active", "active_rule", default="range", show_default=True,
+              type=click.Choice(["range", "iqr"]), help="Rule for active latents (InfoMEC).")
+@click.option("--dci-predictor", default="gbt", show_default=True,
+              type=click.Choice(["gbt", "random_forest", "logistic"]),
+              help="Per-factor classifier behind the DCI importance matrix.")
+@click.option("--dci-backend", default="torch", show_default=True,
+              type=click.Choice(["torch", "sklearn"]),
+              help="gbt only: batched torch trees, or the scikit-learn reference path.")
+@click.option("--split", default="random", show_default=True,
+              type=click.Choice(["random", "contiguous"]),
+              help="DCI train/test split: seeded permutation, or the first rows train "
+                   "(the reference convention).")
+@click.option("--train-fraction", default=0.9, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="DCI share of rows used for training.")
+@click.option("--device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cpu", "cuda"]), help="Where to compute.")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of every random step (MI jitter, DCI split).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Also write metrics.json, matrices (.npy) and heatmaps (.png) here.")
+@click.option("--force", is_flag=True, help="Overwrite existing files in --out.")
+def score(latents_path, factors_path, latents_key, factors_key, metrics, discrete, n_neighbors,
+          active_rule, dci_predictor, dci_backend, split, train_fraction, device, seed, as_json,
+          out_dir, force):
+    """Score LATENTS (.npz/.npy, one row per sample) against --factors.
+
+    \b
+    Examples:
+      disentangle-eval score latents.npz --factors factors.npz
+      disentangle-eval score run.npz --factors run.npz --metrics infomec --json
+      disentangle-eval score z.npy --factors y.npy --split contiguous --out results/
+
+    An .npz holding several arrays is read under the keys 'latents' and 'factors'
+    (override with --latents-key/--factors-key); factor names come from 'factor_names'.
+    Exit codes: 0 success, 1 bad data, 2 bad usage.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    out_files = _planned_outputs(metrics)
+    if out_dir is not None:
+        _check_out_dir(Path(out_dir), out_files, force)
+
+    import json
+    import warnings
+
+    import numpy as np
+    import torch
+
+    from disentangle_eval import DataError
+    from disentangle_eval._validation import check_factors, check_latents, resolve_device
+    from disentangle_eval.environment import environment_info
+    from disentangle_eval.io import load_array, load_factor_names
+
+    try:
+        device_obj = resolve_device(device)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+    try:
+        latents = load_array(latents_path, "latents", latents_key)
+        factors = load_array(factors_path, "factors", factors_key)
+        factor_names = load_factor_names(factors_path, latents_path, n_factors=factors.shape[1])
+        # Validate once up front so every metric sees the same, clean data.
+        latents, is_discrete = check_latents(latents, discrete=discrete)
+        check_factors(factors, n_rows=latents.shape[0], factor_names=factor_names,
+                      nonnegative=True)
+    except FileNotFoundError as exc:
+        raise click.UsageError(str(exc)) from None
+    except DataError as exc:
+        raise BadData(str(exc)) from None
+    factor_names = factor_names or [f"factor_{i}" for i in range(factors.shape[1])]
+
+    report = {
+        "inputs": {"latents": str(latents_path), "factors": str(factors_path),
+                   "n_samples": int(latents.shape[0]), "n_latents": int(latents.shape[1]),
+                   "n_factors": int(factors.shape[1]), "factor_names": factor_names,
+                   "latents_discrete": is_discrete},
+        "settings": {"metrics": list(metrics), "seed": seed, "device": str(device_obj)},
+    }
+    results = {}
+    caught: list[str] = []
+    try:
+        with warnings.catch_warnings(record=True) as recorded:
+            warnings.simplefilter("always")
+            if "dci" in metrics:
+                from disentangle_eval.dci import dci
+
+                results["dci"] = dci(latents, factors, predictor=dci_predictor,
+                                     backend=dci_backend, split=split,
+                                     train_fraction=train_fraction, seed=seed,
+                                     device=device_obj, progress=True)
+                report["settings"]["dci"] = {"predictor": dci_predictor, "backend": dci_backend,
+                                             "split": split, "train_fraction": train_fraction}
+            if "infomec" in metrics:
+                from disentangle_eval import infomec
+
+                results["infomec"] = infomec(latents, factors, discrete=is_discrete,
+                                             n_neighbors=n_neighbors, active=active_rule,
+                                             device=device_obj, seed=seed)
+                report["settings"]["infomec"] = {"discrete": is_discrete,
+                                                 "n_neighbors": n_neighbors,
+                                                 "active": active_rule}
+        caught = sorted({str(w.message) for w in recorded
+                         if not issubclass(w.category, (DeprecationWarning, FutureWarning))})
+    except ValueError as exc:  # DataError and the metrics' own checks on the data
+        raise BadData(str(exc)) from None
+
+    if "dci" in results:
+        report["dci"] = _dci_report(results["dci"])
+    if "infomec" in results:
+        r = results["infomec"]
+        report["infomec"] = {"infom": r.infom, "infoe": r.infoe, "infoc": r.infoc,
+                             "nmi": r.nmi.tolist(), "nmi_layout": "rows = factors, columns = latents",
+                             "active_latents": r.active_latents.tolist(),
+                             "infoe_per_factor": r.infoe_per_factor.tolist(),
+                             "notes": list(r.notes)}
+    report["warnings"] = caught
+    report["environment"] = environment_info(device_obj)
+
+    if out_dir is not None:
+        _write_outputs(Path(out_dir), report, results, factor_names)
+        report["outputs"] = {name: str(Path(out_dir) / name) for name in out_files}
+
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(_format_tables(report, results, factor_names))
+    notes = set(report.get("infomec", {}).get("notes", []))
+    for message in caught:
+        if as_json or message not in notes:  # notes are already part of the table
+            click.echo(f"warning: {message}", err=True)
+
+
+def _planned_outputs(metrics) -> list[str]:
+    files = ["metrics.json"]
+    if "infomec" in metrics:
+        files += ["nmi.npy", "nmi.png"]
+    if "dci" in metrics:
+        files += ["importance.npy", "importance.png"]
+    return files
+
+
+def _check_out_dir(out_dir: Path, files: list[str], force: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise click.UsageError(f"--out {out_dir}: exists and is not a directory")
+    existing = [name for name in files if (out_dir / name).exists()]
+    if existing and not force:
+        raise click.UsageError(f"--out {out_dir}: {', '.join(existing)} already exist; "
+                               "pass --force to overwrite or choose another directory")
+
+
+def _dci_report(result) -> dict:
+    return {
+        "disentanglement": float(result.disentanglement),
+        "completeness": float(result.completeness),
+        "informativeness_train": float(result.informativeness_train),
+        "informativeness_test": float(result.informativeness_test),
+        "importance": result.importance.tolist(),
+        "importance_layout": "rows = latents, columns = factors",
+        "per_code_disentanglement": list(map(float, result.per_code_disentanglement)),
+        "per_factor_completeness": list(map(float, result.per_factor_completeness)),
+    }
+
+
+def _write_outputs(out_dir: Path, report: dict, results: dict, factor_names) -> None:
+    from disentangle_eval.io import write_json, write_npy
+    from disentangle_eval.plotting import plot_importance, plot_nmi
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if "infomec" in results:
+        r = results["infomec"]
+        write_npy(out_dir / "nmi.npy", r.nmi)
+        plot_nmi(r.nmi, factor_names, r.active_latents, path=out_dir / "nmi.png",
+                 title=f"NMI (InfoM {r.infom:.2f}, InfoC {r.infoc:.2f})")
+    if "dci" in results:
+        r = results["dci"]
+        write_npy(out_dir / "importance.npy", r.importance)
+        plot_importance(r.importance, factor_names, path=out_dir / "importance.png",
+                        title=f"DCI importance (D {r.disentanglement:.2f}, C {r.completeness:.2f})")
+    write_json(out_dir / "metrics.json", report)
+
+
+def _format_tables(report: dict, results: dict, factor_names) -> str:
+    import numpy as np
+    import pandas as pd
+
+    inputs = report["inputs"]
+    lines = [f"{inputs['n_samples']} samples, {inputs['n_latents']} latents "
+             f"({'discrete' if inputs['latents_discrete'] else 'continuous'}), "
+             f"{inputs['n_factors']} factors; device {report['settings']['device']}"]
+    summary = []
+    if "dci" in results:
+        r = results["dci"]
+        summary += [("DCI disentanglement", r.disentanglement), ("DCI completeness", r.completeness),
+                    ("DCI informativeness (train)", r.informativeness_train),
+                    ("DCI informativeness (test)", r.informativeness_test)]
+    if "infomec" in results:
+        r = results["infomec"]
+        summary += [("InfoM", r.infom), ("InfoE", r.infoe), ("InfoC", r.infoc)]
+    width = max(len(name) for name, _ in summary)
+    lines += [""] + [f"{name:<{width}}  {value:.4f}" for name, value in summary]
+    latent_names = [f"z{j}" for j in range(inputs["n_latents"])]
+    with pd.option_context("display.width", 200, "display.max_columns", 60):
+        if "infomec" in results:
+            r = results["infomec"]
+            inactive = [name for name, a in zip(latent_names, r.active_latents) if not a]
+            lines += ["", f"NMI (rows = factors, columns = latents; "
+                          f"{int(np.sum(r.active_latents))}/{len(latent_names)} latents active"
+                          + (f", inactive: {', '.join(inactive)}" if inactive else "") + ")",
+                      pd.DataFrame(r.nmi, index=factor_names, columns=latent_names)
+                      .to_string(float_format=lambda v: f"{v:.2f}")]
+            if r.notes:
+                lines += [f"note: {n}" for n in r.notes]
+        if "dci" in results:
+            r = results["dci"]
+            lines += ["", "DCI importance (rows = latents, columns = factors)",
+                      pd.DataFrame(r.importance, index=latent_names, columns=factor_names)
+                      .to_string(float_format=lambda v: f"{v:.2f}")]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -63,7 +63,8 @@ def one_hot_design(codes: torch.Tensor) -> torch.Tensor:
     rows = torch.arange(n, device=codes.device).repeat_interleave(d)
     values = torch.ones(n * d, dtype=torch.float64, device=codes.device)
     return torch.sparse_coo_tensor(torch.stack([rows, cols]), values,
-                                   (n, int(sizes.sum())), device=codes.device).coalesce()
+                                   (n, int(sizes.sum())), device=codes.device,
+                                   check_invariants=False).coalesce()
 
 
 def _log_proba(design, flat_weights, intercepts, class_mask):

@@ -107,8 +107,12 @@ def check_latents(latents, *, discrete: bool | None = None) -> tuple[np.ndarray,
 
 
 def check_factors(factors, n_rows: int | None = None,
-                  factor_names: Sequence[str] | None = None) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Check a factor matrix; return codes relabelled to 0..K-1 and the factor sizes."""
+                  factor_names: Sequence[str] | None = None, *,
+                  nonnegative: bool = False) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Check a factor matrix; return codes relabelled to 0..K-1 and the factor sizes.
+
+    ``nonnegative=True`` also requires labels >= 0 (factor indices, as files store them).
+    """
     array = _as_numpy(factors, "factors")
     if array.dtype.kind == "f":
         if not np.all(np.isfinite(array)):
@@ -120,6 +124,10 @@ def check_factors(factors, n_rows: int | None = None,
     elif array.dtype.kind not in "biu":
         raise DataError(f"factors must be integer labels, got dtype {array.dtype}")
     _check_2d(array, "factors")
+    if nonnegative and (array < 0).any():
+        rows, cols = np.nonzero(array < 0)
+        raise DataError(f"factors must be non-negative integer indices, got {array[rows[0], cols[0]]} "
+                        f"at row {rows[0]}, column {cols[0]}")
     if n_rows is not None and array.shape[0] != n_rows:
         raise DataError(f"latents and factors must have the same number of rows: "
                         f"latents has {n_rows}, factors has {array.shape[0]}")

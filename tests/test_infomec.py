@@ -1,0 +1,272 @@
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from disentangle_eval import DataError, infomec, normalized_mutual_information
+from disentangle_eval.infomec import active_latents, modularity_compactness, predictive_information
+
+# (variant in the fixtures, n_neighbors, active rule)
+VARIANTS = [("infomec_factorqvae", 3, "range"), ("infomec_qlae", 10, "range"),
+            ("infomec_tripod", 10, "iqr")]
+TOL = 0.01
+
+
+def _score(arrays, k, rule, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return infomec(arrays["latents"], arrays["factors"], n_neighbors=k, active=rule,
+                       device="cpu", **kwargs)
+
+
+@pytest.mark.parametrize("variant,k,rule", VARIANTS, ids=[v[0] for v in VARIANTS])
+def test_conformance(conformance_case, variant, k, rule):
+    name, arrays, expected = conformance_case
+    assert expected["latents_treated_as_discrete"] is False
+    ref = expected["metrics"][variant]
+    result = _score(arrays, k, rule)
+    for key in ("infom", "infoe", "infoc"):
+        value = getattr(result, key)
+        assert np.isfinite(value)
+        if ref["values"][key] is None:
+            # The reference divides by zero (a latent with zero NMI everywhere): we give a
+            # defined value and say so.
+            assert any("zero NMI" in note for note in result.notes)
+        else:
+            assert value == pytest.approx(ref["values"][key], abs=TOL), key
+    nmi_ref = np.array(ref.get("nmi", expected["metrics"]["infomec_qlae"]["nmi"]))
+    # Jitter-driven entries (constant columns) move between seeds in the reference too.
+    spread = ref["spread_over_seeds"].get(
+        "nmi_max_abs", expected["metrics"]["infomec_qlae"]["spread_over_seeds"]["nmi_max_abs"])
+    assert result.nmi.shape == nmi_ref.shape
+    np.testing.assert_allclose(result.nmi, nmi_ref, atol=TOL + spread, rtol=0)
+    np.testing.assert_array_equal(result.active_latents, ref["active_latents"])
+    if "infoe_per_factor" in ref:
+        ref_pf = [1 - e["H_V_s_given_z"] / e["H_V_s_given_empty"] for e in ref["infoe_per_factor"]]
+        np.testing.assert_allclose(result.infoe_per_factor, ref_pf, atol=TOL)
+
+
+def _grid(sizes, repeats=3):
+    grid = np.array(list(itertools.product(*[range(s) for s in sizes])))
+    return np.tile(grid, (repeats, 1))
+
+
+def test_identity_codes_discrete_score_one():
+    factors = _grid((3, 4, 5))
+    result = infomec(factors.copy(), factors, device="cpu")
+    assert result.discrete
+    np.testing.assert_allclose(result.nmi, np.eye(3), atol=1e-12)
+    assert result.infom == pytest.approx(1.0, abs=1e-12)
+    assert result.infoc == pytest.approx(1.0, abs=1e-12)
+    assert result.infoe > 0.99
+
+
+def test_identity_codes_continuous_score_one():
+    rng = np.random.default_rng(0)
+    factors = rng.integers(0, 6, size=(3000, 4))
+    latents = factors + 0.05 * rng.standard_normal(factors.shape)
+    result = infomec(latents, factors, device="cpu")
+    assert not result.discrete
+    assert result.infom > 0.98 and result.infoc > 0.98 and result.infoe > 0.98
+
+
+def test_independent_noise_scores_near_zero():
+    rng = np.random.default_rng(1)
+    factors = rng.integers(0, 5, size=(4000, 3))
+    result = infomec(rng.standard_normal((4000, 6)), factors, device="cpu")
+    assert result.nmi.max() < 0.02
+    assert result.infoe < 0.02
+    codes = rng.integers(0, 8, size=(4000, 6))
+    discrete = infomec(codes, factors, device="cpu")
+    assert discrete.nmi.max() < 0.01
+
+
+def test_discrete_nmi_matches_sklearn_plugin():
+    from sklearn.metrics import mutual_info_score
+
+    rng = np.random.default_rng(2)
+    factors = rng.integers(0, 4, size=(500, 2))
+    codes = (factors[:, [0, 1, 0]] + rng.integers(0, 2, size=(500, 3))) % 5
+    nmi = normalized_mutual_information(codes, factors, device="cpu")
+    for i in range(2):
+        h = mutual_info_score(factors[:, i], factors[:, i])
+        for j in range(3):
+            assert nmi[i, j] == pytest.approx(mutual_info_score(factors[:, i], codes[:, j]) / h,
+                                              abs=1e-12)
+
+
+def test_continuous_nmi_matches_sklearn_estimator():
+    from sklearn.feature_selection import mutual_info_classif
+    from sklearn.metrics import mutual_info_score
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(3)
+    factors = rng.integers(0, 7, size=(1500, 2))
+    latents = np.stack([np.sin(factors[:, 0]) + 0.3 * rng.standard_normal(1500),
+                        factors[:, 1] * factors[:, 0] + rng.standard_normal(1500)], axis=1)
+    for k in (3, 10):
+        nmi = normalized_mutual_information(latents, factors, n_neighbors=k, device="cpu")
+        x = StandardScaler().fit_transform(latents)
+        for i in range(2):
+            mi = mutual_info_classif(x, factors[:, i], n_neighbors=k, random_state=0)
+            h = mutual_info_score(factors[:, i], factors[:, i])
+            np.testing.assert_allclose(nmi[i], mi / h, atol=1e-3)
+
+
+def test_invariances():
+    rng = np.random.default_rng(4)
+    factors = rng.integers(0, 5, size=(2000, 3))
+    codes = np.stack([factors[:, 0], (factors[:, 1] + factors[:, 2]) % 5,
+                      rng.integers(0, 3, 2000), factors[:, 2]], axis=1)
+    base = infomec(codes, factors, device="cpu")
+    # Row shuffle.
+    perm = rng.permutation(2000)
+    shuffled = infomec(codes[perm], factors[perm], device="cpu")
+    np.testing.assert_allclose(shuffled.nmi, base.nmi, atol=1e-12)
+    assert shuffled.infoe == pytest.approx(base.infoe, abs=1e-4)
+    # Latent permutation permutes NMI columns.
+    cols = [2, 0, 3, 1]
+    permuted = infomec(codes[:, cols], factors, device="cpu")
+    np.testing.assert_allclose(permuted.nmi, base.nmi[:, cols], atol=1e-12)
+    assert (permuted.infom, permuted.infoc) == pytest.approx((base.infom, base.infoc), abs=1e-12)
+    # Factor relabelling (any integer labels) changes nothing.
+    relabelled = factors * 7 - 3
+    again = infomec(codes, relabelled, device="cpu")
+    np.testing.assert_allclose(again.nmi, base.nmi, atol=1e-12)
+    assert again.infoe == pytest.approx(base.infoe, abs=1e-6)
+    # Latent code relabelling changes nothing either.
+    recoded = infomec(codes * 10 + 1, factors, device="cpu")
+    np.testing.assert_allclose(recoded.nmi, base.nmi, atol=1e-12)
+
+
+def test_continuous_row_shuffle_and_seed_are_stable():
+    rng = np.random.default_rng(5)
+    factors = rng.integers(0, 5, size=(2000, 2))
+    latents = factors + 0.5 * rng.standard_normal(factors.shape)
+    a = infomec(latents, factors, device="cpu", seed=0)
+    b = infomec(latents, factors, device="cpu", seed=0)
+    np.testing.assert_array_equal(a.nmi, b.nmi)  # same seed, same numbers
+    perm = rng.permutation(2000)
+    c = infomec(latents[perm], factors[perm], device="cpu", seed=1)
+    np.testing.assert_allclose(c.nmi, a.nmi, atol=1e-6)
+
+
+def test_accepts_torch_tensors_and_discrete_override():
+    factors = _grid((3, 3))
+    latents = torch.tensor(factors, dtype=torch.float32)
+    as_continuous = infomec(latents, torch.tensor(factors), device="cpu")
+    assert not as_continuous.discrete
+    as_discrete = infomec(latents, factors, discrete=True, device="cpu")
+    assert as_discrete.discrete
+    np.testing.assert_allclose(as_discrete.nmi, np.eye(2), atol=1e-12)
+
+
+def test_active_rules():
+    rng = np.random.default_rng(6)
+    latents = np.stack([rng.standard_normal(1000), 0.01 * rng.standard_normal(1000),
+                        np.zeros(1000)], axis=1)
+    np.testing.assert_array_equal(active_latents(latents, rule="range"), [True, False, False])
+    np.testing.assert_array_equal(active_latents(latents, rule="iqr"), [True, False, False])
+    codes = np.stack([rng.integers(0, 4, 1000), np.r_[np.zeros(990), np.ones(10)]], axis=1)
+    np.testing.assert_array_equal(active_latents(codes.astype(int), rule="range"), [True, True])
+    # IQR of a code that almost never changes is 0: inactive under the tripod rule.
+    np.testing.assert_array_equal(active_latents(codes.astype(int), rule="iqr"), [True, False])
+
+
+def test_guards_instead_of_nan():
+    infom, infoc, notes = modularity_compactness(np.array([[0.5, 0.0], [0.5, 0.0]]),
+                                                 np.array([True, True]))
+    assert np.isfinite([infom, infoc]).all()
+    assert any("zero NMI with every factor" in n for n in notes)
+    infom, infoc, notes = modularity_compactness(np.array([[0.9, 0.1], [0.0, 0.0]]),
+                                                 np.array([True, True]))
+    assert any("zero NMI with every active latent" in n for n in notes)
+    infom, infoc, notes = modularity_compactness(np.array([[0.9], [0.2]]), np.array([True]))
+    assert infoc == 1.0 and any("single active latent" in n for n in notes)
+    infom, infoc, notes = modularity_compactness(np.ones((2, 2)), np.array([False, False]))
+    assert (infom, infoc) == (0.0, 0.0) and any("no active latent" in n for n in notes)
+
+    factors = _grid((3, 4))
+    latents = np.zeros((len(factors), 2))
+    with pytest.warns(RuntimeWarning, match="no active latent"):
+        result = infomec(latents, factors, device="cpu")
+    assert (result.infom, result.infoc) == (0.0, 0.0)
+    assert result.infoe == pytest.approx(0.0, abs=1e-9)
+
+
+def test_modularity_compactness_formulas():
+    nmi = np.array([[0.8, 0.2, 0.0], [0.1, 0.0, 0.6]])
+    infom, infoc, notes = modularity_compactness(nmi, np.array([True, True, True]))
+    m = np.mean([0.8 / 0.9, 1.0, 1.0])
+    c = np.mean([0.8 / 1.0, 0.6 / 0.7])
+    assert infom == pytest.approx((m - 1 / 2) / (1 - 1 / 2))
+    assert infoc == pytest.approx((c - 1 / 3) / (1 - 1 / 3))
+    assert notes == ()
+
+
+def test_predictive_information_matches_sklearn():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(7)
+    factors = rng.integers(0, 4, size=(1500, 2))
+    latents = factors + rng.standard_normal(factors.shape)
+    ours = predictive_information(latents, factors, device="cpu")
+    x = StandardScaler().fit_transform(latents)
+    for i in range(2):
+        model = LogisticRegression(C=np.inf, class_weight="balanced", max_iter=500).fit(x, factors[:, i])
+        ce = log_loss(factors[:, i], model.predict_proba(x))
+        assert ours[i] == pytest.approx((np.log(4) - ce) / np.log(4), abs=1e-3)
+
+
+@pytest.mark.parametrize("latents,factors,match", [
+    (np.full((10, 2), np.nan), np.zeros((10, 1), int), "NaN/Inf"),
+    (np.ones((10, 2)), np.c_[np.arange(10) % 2], None),  # fine: reference for shapes below
+    (np.ones(10), np.c_[np.arange(10) % 2], "must be 2-D"),
+    (np.ones((10, 2)), np.c_[np.arange(9) % 2], "same number of rows"),
+    (np.ones((1, 2)), np.zeros((1, 1), int), "at least 2 samples"),
+    (np.ones((10, 2)), np.c_[np.full(10, 3)], "single value"),
+    (np.ones((10, 2)), np.c_[np.linspace(0, 1, 10)], "integer labels"),
+    (np.array([["a", "b"], ["c", "d"]]), np.zeros((2, 1), int), "numeric"),
+])
+def test_input_errors(latents, factors, match):
+    if match is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            infomec(latents, factors, device="cpu")
+        return
+    with pytest.raises(DataError, match=match):
+        infomec(latents, factors, device="cpu")
+
+
+def test_option_errors():
+    factors = _grid((2, 2))
+    with pytest.raises(ValueError, match="active must be one of"):
+        infomec(factors, factors, active="median", device="cpu")
+    with pytest.raises(ValueError, match="n_neighbors must be a positive integer"):
+        infomec(factors, factors, n_neighbors=0, device="cpu")
+
+
+def test_result_to_dict_is_json_ready():
+    import json
+
+    factors = _grid((3, 3))
+    result = infomec(factors, factors, device="cpu")
+    payload = json.loads(json.dumps(result.to_dict()))
+    assert payload["nmi"] == result.nmi.tolist()
+    assert payload["device"] == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(conformance_case):
+    _, arrays, _ = conformance_case
+    cpu = _score(arrays, 3, "range")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        gpu = infomec(arrays["latents"], arrays["factors"], device="cuda")
+    assert gpu.device.startswith("cuda")
+    np.testing.assert_allclose(gpu.nmi, cpu.nmi, atol=2e-2)
+    assert gpu.infoe == pytest.approx(cpu.infoe, abs=1e-3)
