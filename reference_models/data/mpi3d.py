@@ -158,9 +158,13 @@ class MPI3D(FactorDataset):
                                      f"has an unreadable `images` array ({exc})") from None
             self._check_header(shape, fortran_order, dtype, self.path)
             if info.compress_type == zipfile.ZIP_STORED:
-                offset = _member_data_offset(self.path, info) + header_length
-                return np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset,
-                                 shape=tuple(shape))
+                try:
+                    offset = _member_data_offset(self.path, info) + header_length
+                    return np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset,
+                                     shape=tuple(shape))
+                except (ValueError, OSError, zipfile.BadZipFile) as exc:
+                    raise malformed_file(self.spec, self.path,
+                                         f"has a truncated `images` array ({exc})") from None
             return self._extracted(archive, info)
 
     def _extracted(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
