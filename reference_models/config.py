@@ -208,9 +208,9 @@ def _check_fields(config: Any) -> None:
                     isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
                 raise TypeError(f"{field.name} must be a tuple of floats: got {value!r}")
         if expected in (int, float):
-            lowest_ok = 0 if field.name in _MAY_BE_ZERO else 1e-300
-            if value < lowest_ok:
-                kind = "non-negative" if field.name in _MAY_BE_ZERO else "positive"
+            may_be_zero = field.name in _MAY_BE_ZERO
+            if value < 0 or (value == 0 and not may_be_zero):
+                kind = "non-negative" if may_be_zero else "positive"
                 raise ValueError(f"{field.name} must be {kind}: got {value!r}")
 
 

@@ -142,7 +142,9 @@ def get_preset(model: str, dataset: str, preset: str = "paper", *,
         raise ValueError(f"unknown model {model!r}; valid models: {', '.join(sorted(_TABLE_3))}")
     if preset not in _PRESET_MODEL:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(_PRESET_MODEL)}")
-    dataset_key = dataset.lower() if isinstance(dataset, str) else dataset
+    if not isinstance(dataset, str):
+        raise TypeError(f"dataset must be a string: got {type(dataset).__name__}")
+    dataset_key = dataset.lower()
     if n_factors is None:
         if dataset_key not in FACTOR_COUNTS:
             raise ValueError(f"unknown number of factors for dataset {dataset!r}; pass n_factors "

@@ -1,5 +1,9 @@
 """Every registered model: builds, trains a step, encodes, decodes, is deterministic in eval."""
 import dataclasses
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,6 +98,16 @@ def test_list_models_command_prints_the_names():
     result = CliRunner().invoke(main, ["--list-models"])
     assert result.exit_code == 0, result.output
     assert result.output.split() == EXPECTED_MODELS
+
+
+def test_list_models_through_the_installed_script():
+    script = shutil.which("train-reference") or str(Path(sys.executable).parent / "train-reference")
+    if not Path(script).exists():
+        pytest.skip("train-reference is not installed")
+    result = subprocess.run([script, "--list-models"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == EXPECTED_MODELS
 
 
 # -- building in every preset -------------------------------------------------------------
@@ -221,6 +235,21 @@ def test_models_without_discriminator_say_so(name):
     assert not model.has_discriminator and model.discriminator_parameters() == []
     with pytest.raises(TypeError, match="has no discriminator"):
         model.discriminator_loss(x_prime)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_training_step_on_cuda(name):
+    model, x, x_prime = smoke_model(name)
+    model, x, x_prime = model.cuda(), x.cuda(), x_prime.cuda()
+    terms = model.loss_terms(x, tau=0.5)
+    terms["loss"].backward()
+    assert all(v.device.type == "cuda" and torch.isfinite(v) for v in terms.values())
+    if model.has_discriminator:
+        model.discriminator_loss(x_prime, tau=0.5)["loss"].backward()
+    model.eval()
+    with torch.no_grad():
+        assert model.decode(model.encode(x)).shape == x.shape
 
 
 # -- representation -----------------------------------------------------------------------
