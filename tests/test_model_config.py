@@ -51,7 +51,8 @@ def test_paper_preset_architecture_and_training(model, dataset, latent_dim):
     assert model_config.codebook_dim == (8 if "vqvae" in model else 1)
     assert model_config.distance == "squared"
     assert (train_config.steps, train_config.batch_size) == (100_000, 256)
-    assert (train_config.lr, train_config.lr_min, train_config.cosine_steps) == (1e-3, 1.25e-6, 50_000)
+    schedule = (train_config.lr, train_config.lr_min, train_config.cosine_steps)
+    assert schedule == (1e-3, 1.25e-6, 50_000)
     assert train_config.tau_rate == 1e-5 and train_config.weight_decay == 0.0
 
 

@@ -8,7 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from reference_models.config import ModelConfig
-from reference_models.models.layers import Decoder, Encoder, TCDiscriminator, init_weights, permute_dims
+from reference_models.models.layers import (
+    Decoder, Encoder, TCDiscriminator, init_weights, permute_dims,
+)
 from reference_models.models.quantizers import (
     CategoricalCodebook, QuantizerOutput, kl_to_uniform, perplexity,
 )
