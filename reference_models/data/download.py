@@ -90,7 +90,7 @@ def download_file(url: str, destination, *, sha256: str | None = None,
 
     destination = Path(destination)
     if destination.is_file():
-        _verify(destination, sha256, expected_size, url, partial=False)
+        _verify(destination, sha256, expected_size, url, partial=False, name=destination.name)
         return destination
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(destination.name + ".part")
@@ -136,7 +136,7 @@ def download_file(url: str, destination, *, sha256: str | None = None,
 
 
 def _verify(path: Path, sha256: str | None, expected_size: int | None, url: str, *,
-            partial: bool) -> None:
+            partial: bool, name: str) -> None:
     size = path.stat().st_size
     if expected_size is not None and size != expected_size:
         if partial and size < expected_size:
@@ -149,13 +149,13 @@ def _verify(path: Path, sha256: str | None, expected_size: int | None, url: str,
         if digest != sha256.lower():
             if partial:
                 path.unlink()  # corrupt: resuming it would never verify
-            raise DownloadError(f"checksum mismatch for {path.name}: sha256 {digest}, expected "
+            raise DownloadError(f"checksum mismatch for {name}: sha256 {digest}, expected "
                                 f"{sha256.lower()} ({url}); "
                                 f"{'the download was deleted' if partial else 'delete it and download again'}")
 
 
 def _finish(partial: Path, destination: Path, sha256, expected_size, url) -> Path:
-    _verify(partial, sha256, expected_size, url, partial=True)
+    _verify(partial, sha256, expected_size, url, partial=True, name=destination.name)
     os.replace(partial, destination)
     return destination
 
