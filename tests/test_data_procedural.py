@@ -151,6 +151,16 @@ def test_same_seed_gives_the_same_bytes(name):
     assert first.tobytes() == second.tobytes()
 
 
+@pytest.mark.parametrize("name", PROCEDURAL)
+def test_an_image_does_not_depend_on_its_batch(name):
+    ds = get_dataset(name, image_size=32)
+    indices = np.random.RandomState(12).randint(0, len(ds), size=3000)
+    batch = ds.images_uint8(indices)
+    np.testing.assert_array_equal(ds.images_uint8(indices[::-1])[::-1], batch)
+    for position in (0, 1234, 2999):
+        np.testing.assert_array_equal(ds.images_uint8([indices[position]])[0], batch[position])
+
+
 def test_toyshapes_seed_only_changes_the_texture():
     indices = np.arange(0, 480000, 997)
     a = get_dataset("toyshapes", image_size=32, seed=0).images_uint8(indices).astype(int)

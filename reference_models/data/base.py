@@ -250,7 +250,7 @@ class FactorDataset:
         """
         raw = self.images_uint8(indices)
         out = raw.transpose(0, 3, 1, 2).astype(np.float32)
-        out *= np.float32(1.0 / 255.0)
+        out /= np.float32(255.0)
         out -= np.float32(0.5)
         return out
 

@@ -322,7 +322,7 @@ class ToyShapes(FactorDataset):
     Factors (Shapes3D's structure and label values): floor_hue, wall_hue, object_hue
     (10 hues each, 0.0 .. 0.9), scale (8 values 0.75 .. 1.25), shape (cube, cylinder,
     sphere, capsule), orientation (15 camera azimuths -30 .. 30 degrees).
-    The first use at a given size ray-casts 480 templates (about a second); images are
+    The first use at a given size ray-casts 480 templates (2-3 s here); images are
     then computed on demand from them, so nothing is cached on disk.
     """
 
