@@ -233,7 +233,7 @@ def _render_orientation(azimuth_deg: float, seed: int, rays_per_side: int):
     # and towards the corner so that the room reads as a room.
     wall_normal = np.where(on_left[:, None], np.array([1.0, 0, -1.0]) / np.sqrt(2),
                            np.array([-1.0, 0, -1.0]) / np.sqrt(2))
-    wall_light = 0.5 + 0.5 * np.clip(wall_normal @ _TO_LIGHT, 0, 1)
+    wall_light = 0.45 + 0.75 * np.clip(wall_normal @ _TO_LIGHT, 0, 1)
     along_wall = np.where(on_left, -point[:, 0], point[:, 0]) * np.sqrt(2)
     wall_light = wall_light * (0.92 + 0.08 * np.clip(point[:, 1] / _WALL_HEIGHT, 0, 1))
     wall_light = wall_light * _surface_texture(along_wall, point[:, 1], seed + 1, 0.05)
