@@ -171,7 +171,8 @@ def test_shapes3d_missing_dataset_key(tmp_path):
 
 def test_shapes3d_wrong_label_shape_and_dtype(tmp_path):
     n = int(np.prod(SHAPES_SUBGRID))
-    write_shapes3d(tmp_path / "3dshapes.h5", coded_images(n), shapes3d_labels(SHAPES_SUBGRID)[:, :5])
+    five_columns = shapes3d_labels(SHAPES_SUBGRID)[:, :5]
+    write_shapes3d(tmp_path / "3dshapes.h5", coded_images(n), five_columns)
     with pytest.raises(DatasetError, match=r"has `labels` \(288, 5\), expected \(288, 6\)"):
         get_dataset("shapes3d", data_dir=tmp_path, factor_sizes=SHAPES_SUBGRID)
     write_shapes3d(tmp_path / "3dshapes.h5", coded_images(n).astype(np.float32),

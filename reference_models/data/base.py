@@ -137,7 +137,8 @@ class FactorDataset:
 
     def __repr__(self) -> str:
         factors = ", ".join(f"{n}={s}" for n, s in zip(self.factor_names, self.factor_sizes))
-        return f"{type(self).__name__}({self.name!r}, {self.image_size}x{self.image_size}, {factors})"
+        size = f"{self.image_size}x{self.image_size}"
+        return f"{type(self).__name__}({self.name!r}, {size}, {factors})"
 
     def _check_indices(self, indices) -> np.ndarray:
         array = np.asarray(indices)
@@ -264,5 +265,6 @@ def check_factor_sizes(factor_sizes: Sequence[int], n_factors: int, name: str) -
     sizes = tuple(int(s) for s in factor_sizes)
     if len(sizes) != n_factors or any(s < 1 for s in sizes):
         raise ValueError(
-            f"{name}: factor_sizes must be {n_factors} positive integers: received {tuple(factor_sizes)}")
+            f"{name}: factor_sizes must be {n_factors} positive integers: "
+            f"received {tuple(factor_sizes)}")
     return sizes

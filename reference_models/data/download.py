@@ -149,9 +149,9 @@ def _verify(path: Path, sha256: str | None, expected_size: int | None, url: str,
         if digest != sha256.lower():
             if partial:
                 path.unlink()  # corrupt: resuming it would never verify
+            advice = "the download was deleted" if partial else "delete it and download again"
             raise DownloadError(f"checksum mismatch for {name}: sha256 {digest}, expected "
-                                f"{sha256.lower()} ({url}); "
-                                f"{'the download was deleted' if partial else 'delete it and download again'}")
+                                f"{sha256.lower()} ({url}); {advice}")
 
 
 def _finish(partial: Path, destination: Path, sha256, expected_size, url) -> Path:

@@ -31,6 +31,7 @@ MPI3D_FACTOR_NAMES = ("object_color", "object_shape", "object_size", "camera_hei
 _COMPLEX_SIZES = (4, 4, 2, 3, 3, 40, 40)
 _SIX_SHAPE_SIZES = (6, 6, 2, 3, 3, 40, 40)
 _HOMEPAGE = "https://github.com/rr-learning/disentanglement_dataset"
+_BUCKET = "https://storage.googleapis.com/disentanglement_dataset/Final_Dataset/"
 _NATIVE_SIZE = 64
 
 
@@ -51,14 +52,13 @@ MPI3D_FILES = {
                       "https://drive.google.com/file/d/1Tp8eTdHxgUMtsZv5uAoYAbJR1BOa_OQm"),
                 _COMPLEX_SIZES),
     "toy": (_spec("mpi3d_toy", "mpi3d_toy.npz", _SIX_SHAPE_SIZES,
-                  "https://storage.googleapis.com/disentanglement_dataset/Final_Dataset/mpi3d_toy.npz"),
+                  _BUCKET + "mpi3d_toy.npz"),
             _SIX_SHAPE_SIZES),
     "realistic": (_spec("mpi3d_realistic", "mpi3d_realistic.npz", _SIX_SHAPE_SIZES,
-                        "https://storage.googleapis.com/disentanglement_dataset/Final_Dataset/"
-                        "mpi3d_realistic.npz"),
+                        _BUCKET + "mpi3d_realistic.npz"),
                   _SIX_SHAPE_SIZES),
     "real": (_spec("mpi3d_real", "mpi3d_real.npz", _SIX_SHAPE_SIZES,
-                   "https://storage.googleapis.com/disentanglement_dataset/Final_Dataset/mpi3d_real.npz"),
+                   _BUCKET + "mpi3d_real.npz"),
              _SIX_SHAPE_SIZES),
 }
 
@@ -146,9 +146,9 @@ class MPI3D(FactorDataset):
             try:
                 info = archive.getinfo("images.npy")
             except KeyError:
+                keys = [member.removesuffix(".npy") for member in archive.namelist()]
                 raise malformed_file(self.spec, self.path,
-                                     f"has no key `images` (keys: "
-                                     f"{[n.removesuffix('.npy') for n in archive.namelist()]})") from None
+                                     f"has no key `images` (keys: {keys})") from None
             try:
                 with archive.open(info) as member:
                     shape, fortran_order, dtype = _npy_header(member)

@@ -53,7 +53,8 @@ _VALUE = 1.0
 _RAYS_PER_SIDE = 128
 
 
-def hues_to_rgb(hues: np.ndarray, saturation: float = _SATURATION, value: float = _VALUE) -> np.ndarray:
+def hues_to_rgb(hues: np.ndarray, saturation: float = _SATURATION,
+                value: float = _VALUE) -> np.ndarray:
     """HSV to RGB for an array of hues in [0, 1); returns shape ``hues.shape + (3,)``."""
     hues = np.asarray(hues, dtype=np.float64)[..., None]
     # The closed form of HSV -> RGB: channel offsets 5, 3, 1 give R, G, B.
@@ -215,8 +216,10 @@ def _render_orientation(azimuth_deg: float, seed: int, rays_per_side: int):
     with np.errstate(divide="ignore", invalid="ignore"):
         t_floor = np.where(direction[:, 1] < 0, -origin[:, 1] / direction[:, 1], np.inf)
         # left wall: x - z + corner = 0; right wall: x + z - corner = 0
-        t_left = -(origin[:, 0] - origin[:, 2] + _CORNER_DEPTH) / (direction[:, 0] - direction[:, 2])
-        t_right = -(origin[:, 0] + origin[:, 2] - _CORNER_DEPTH) / (direction[:, 0] + direction[:, 2])
+        t_left = (-(origin[:, 0] - origin[:, 2] + _CORNER_DEPTH)
+                  / (direction[:, 0] - direction[:, 2]))
+        t_right = (-(origin[:, 0] + origin[:, 2] - _CORNER_DEPTH)
+                   / (direction[:, 0] + direction[:, 2]))
     x_left = origin[:, 0] + t_left * direction[:, 0]
     x_right = origin[:, 0] + t_right * direction[:, 0]
     t_left = np.where((t_left > 0) & (x_left <= 0), t_left, np.inf)

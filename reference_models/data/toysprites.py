@@ -105,7 +105,8 @@ class ToySprites(FactorDataset):
         self.seed = int(seed)
         if self.image_size < 32 or self.image_size % 32:
             raise ValueError(
-                f"toysprites: image_size must be a multiple of 32 (64 or 32): received {image_size}")
+                "toysprites: image_size must be a multiple of 32 (64 or 32): "
+                f"received {image_size}")
 
     def _images_uint8_at(self, indices: np.ndarray) -> np.ndarray:
         patches = sprite_patches(self.image_size)
