@@ -26,7 +26,8 @@ What is reproduced from scikit-learn (``sklearn/ensemble/_gb.py``, ``sklearn/tre
 What differs: thresholds are searched over at most ``max_bins`` bins per feature. A
 feature with at most ``max_bins`` distinct training values (code indices, discrete
 latents) is binned exactly and its splits are scikit-learn's; a continuous feature gets
-quantile bin edges over the training rows, so a split can only fall between bins.
+equal-mass bins whose edges sit in the widest local gaps of its training values (see
+:func:`_gap_quantile_edges`), so a split can only fall between bins.
 
 Speed: a level's gradient histograms for (tree, node, feature, bin) are one sparse-dense
 product, the transposed one-hot bin matrix (features x bins, samples) times the masked
@@ -75,8 +76,8 @@ def bin_features(x: torch.Tensor, max_bins: int = 256) -> BinnedFeatures:
     """Bin each column of ``x`` (n_samples, n_features) into at most ``max_bins`` bins.
 
     A column with at most ``max_bins`` distinct values gets one bin per value (exact);
-    otherwise bin edges are the ``max_bins`` quantiles of the column (midpoint
-    interpolation, as scikit-learn's ``HistGradientBoosting`` binning), deduplicated.
+    otherwise equal-mass bins with edges in the widest local gaps
+    (:func:`_gap_quantile_edges`).
     Constant columns are left out (``active``).
     """
     n, d = x.shape
@@ -87,11 +88,7 @@ def bin_features(x: torch.Tensor, max_bins: int = 256) -> BinnedFeatures:
         values = torch.unique(col)
         if values.numel() < 2:
             continue
-        if values.numel() <= max_bins:
-            edges = values
-        else:
-            q = torch.linspace(0, 1, max_bins + 1, dtype=torch.float64, device=device)[1:-1]
-            edges = torch.unique(torch.quantile(col, q, interpolation="midpoint"))
+        edges = values if values.numel() <= max_bins else _gap_quantile_edges(col, max_bins)
         b = torch.searchsorted(edges, col, side="left")
         nb = int(b.max()) + 1
         low = torch.full((nb,), math.inf, dtype=torch.float64, device=device)
@@ -114,6 +111,28 @@ def bin_features(x: torch.Tensor, max_bins: int = 256) -> BinnedFeatures:
         bins=torch.stack(bins) if bins else torch.zeros(0, n, dtype=torch.int64, device=device),
         active=torch.as_tensor(active, dtype=torch.int64, device=device),
         bin_min=pad(lows, math.inf), bin_max=pad(highs, -math.inf), n_bins=n_bins)
+
+
+def _gap_quantile_edges(col: torch.Tensor, max_bins: int) -> torch.Tensor:
+    """Bin edges of a column with more than ``max_bins`` distinct values.
+
+    The sorted values are cut into ``max_bins`` runs of equal length; each cut is moved to
+    the widest gap between consecutive values within half a run of it, and the edge is
+    that gap's midpoint. Equal-mass bins like plain quantiles, but a gap in the data (the
+    boundary between two clusters of a code-like latent) becomes a bin edge whenever it
+    is the widest gap nearby, so the split that scikit-learn finds there is available.
+    """
+    values = torch.sort(col).values
+    n = values.numel()
+    gaps = values[1:] - values[:-1]                                  # (n - 1,)
+    cuts = torch.round(torch.arange(1, max_bins, dtype=torch.float64, device=col.device)
+                       * (n / max_bins)).long() - 1                  # position left of cut
+    half = max(1, n // (2 * max_bins))
+    window = (cuts[:, None] + torch.arange(-half + 1, half + 1, device=col.device)[None])
+    window = window.clamp_(0, n - 2)
+    best = window.gather(1, gaps[window].argmax(1, keepdim=True)).squeeze(1)
+    edges = values[best] / 2 + values[best + 1] / 2
+    return torch.unique(edges)
 
 
 def _bin_matrix(binned: BinnedFeatures, dtype: torch.dtype) -> torch.Tensor:
@@ -141,6 +160,25 @@ def _spmm(matrix: torch.Tensor, dense: torch.Tensor, chunk: int = 128) -> torch.
             return torch.sparse.mm(matrix, dense)
         return torch.cat([torch.sparse.mm(matrix, dense[:, k:k + chunk].contiguous())
                           for k in range(0, dense.shape[1], chunk)], dim=1)
+
+
+_MASK31 = 0x7FFFFFFF
+
+
+def _mix(h: torch.Tensor, c) -> torch.Tensor:
+    """Hash-combine 31-bit integers (two LCG rounds; products stay below 2**62)."""
+    h = ((h ^ c) * 1103515245 + 12345) & _MASK31
+    return ((h ^ (h >> 16)) * 1103515245 + 12345) & _MASK31
+
+
+def _row_weights(n: int, device) -> torch.Tensor:
+    generator = torch.Generator(device="cpu").manual_seed(20180430)
+    return torch.randint(1, 2 ** 23, (n,), generator=generator).to(device)
+
+
+def _content_key(rows: torch.Tensor, row_weights: torch.Tensor) -> torch.Tensor:
+    """A 31-bit key of each row of an integer matrix (values < 2**8 keep sums exact)."""
+    return (((rows & 0xFF) * row_weights).sum(1) + rows.shape[1]) & _MASK31
 
 
 @dataclass(frozen=True)
@@ -238,11 +276,23 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
         onehot_c = onehot_g if count_dtype == f64 else _bin_matrix(binned, count_dtype)
     # Quantum that makes every sum of n rounded gradients (|g| <= 1) exact in float64.
     quantum = 2.0 ** -(52 - max(1, math.ceil(math.log2(n + 1))))
-    generator = torch.Generator(device=device).manual_seed(int(seed))
+    # Tie-breaking keys from content, not position: permuting the features or relabelling
+    # the classes leaves every choice unchanged.
+    row_weights = _row_weights(n, device)
+    feature_key = _content_key(bins_rows, row_weights) if d else None
+    target_key = _content_key(y.long(), row_weights)
+    target_key = torch.where(binomial, torch.minimum(
+        target_key, _content_key(1 - y.long(), row_weights)), target_key)
+    seed_key = _mix(torch.tensor(int(seed) & _MASK31, device=device), 0x5EED)
     n_leaves = 2 ** max_depth
     tree_index = torch.arange(n_trees, device=device)
+    if d:  # root counts are the same for every tree and stage
+        ones = torch.ones(n, 1, dtype=count_dtype, device=device)
+        hist_c0 = _spmm(onehot_c, ones).to(f64).view(d, nb, 1, 1)
+        cum_c0 = hist_c0.cumsum(1)
+        cum_c0_clamped = cum_c0.clamp(min=0.5)
 
-    for _ in tqdm(range(n_estimators), desc="DCI gradient boosting", unit="stage",
+    for stage in tqdm(range(n_estimators), desc="DCI gradient boosting", unit="stage",
                   disable=None if progress else True, leave=False):
         # Probabilities: sigmoid (binomial) or softmax over each target's trees.
         peak = torch.full((n_targets, n), -math.inf, dtype=f64, device=device)
@@ -261,13 +311,12 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
             n_nodes = 2 ** level
             if level == 0:
                 hist_g = _spmm(onehot_g, gq.T.contiguous()).view(d, nb, n_trees, 1)
-                ones = torch.ones(n, 1, dtype=count_dtype, device=device)
-                hist_c = _spmm(onehot_c, ones).to(f64).view(d, nb, 1, 1).expand(d, nb, n_trees, 1)
+                hist_c = hist_c0.expand(d, nb, n_trees, 1)
             else:
                 # Left children only (even node ids); right = parent - left.
                 half = n_nodes // 2
-                left = (node % 2 == 0).T                             # (n, T)
-                slot = (node // 2).T.unsqueeze(2)                    # (n, T, 1)
+                left = ((node & 1) == 0).T                           # (n, T)
+                slot = (node >> 1).T.unsqueeze(2)                    # (n, T, 1)
                 cols_g = torch.zeros(n, n_trees, half, dtype=f64, device=device)
                 cols_g.scatter_(2, slot, (gq.T * left).unsqueeze(2))
                 cols_c = torch.zeros(n, n_trees, half, dtype=count_dtype, device=device)
@@ -277,34 +326,40 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
                 hist_g = torch.stack([left_g, hist_g - left_g], -1).view(d, nb, n_trees, n_nodes)
                 hist_c = torch.stack([left_c, hist_c - left_c], -1).view(d, nb, n_trees, n_nodes)
 
-            # Split search: the gain of "bin <= b goes left" for every (feature, bin).
+            # Split search: the score of "bin <= b goes left" for every (feature, bin),
+            # sum_left^2 / n_left + sum_right^2 / n_right (the squared-error decrease plus
+            # a per-node constant). Counts are clamped at 0.5 so an empty side scores
+            # 0 (its gradient sum is exactly 0): such a candidate is never better than a
+            # real split and is recognised as "no split" below.
             cum_g = hist_g.cumsum(1)
-            cum_c = hist_c.cumsum(1)
-            tot_g = cum_g[:, -1:]
-            tot_c = cum_c[:, -1:]
-            right_g = tot_g - cum_g
-            right_c = tot_c - cum_c
-            score = cum_g.square() / cum_c + right_g.square() / right_c
-            score = score.masked_fill_((cum_c == 0) | (right_c == 0), -math.inf)
+            cum_c = cum_c0 if level == 0 else hist_c.cumsum(1)
+            tot_g = cum_g[:, -1:].clone()
+            tot_c = cum_c[:, -1:].clone()
+            right = torch.sub(tot_g, cum_g).square_().div_(torch.sub(tot_c, cum_c).clamp_(min=0.5))
+            cum_c = cum_c0_clamped if level == 0 else cum_c.clamp_(min=0.5)
+            score = cum_g.square_().div_(cum_c).add_(right)
+            del right
             best_score, best_bin = score.max(1)                      # (d, T, nodes)
+            del score
             top = best_score.max(0).values                           # (T, nodes)
-            tied = (best_score == top) & torch.isfinite(top)
-            priority = torch.rand((d, n_trees, n_nodes), generator=generator, device=device,
-                                  dtype=f64)
-            feat = torch.where(tied, priority, -1.0).argmax(0)       # (T, nodes)
-            split = torch.isfinite(top)
-            sel = feat[None, None]                                   # gather along d
+            tied = best_score == top
+            priority = _mix(_mix(_mix(seed_key, stage * 64 + n_nodes), target_key)[:, None]
+                            + torch.arange(n_nodes, device=device), feature_key[:, None, None])
+            feat = torch.where(tied, priority, -1).argmax(0)       # (T, nodes)
             b = best_bin.gather(0, feat[None]).squeeze(0)
             # Cumulative counts of the chosen feature: (T, nodes, nb).
-            cc = cum_c.gather(0, sel.expand(1, nb, -1, -1)).squeeze(0).permute(1, 2, 0)
-            node_tot_g = tot_g[0, 0]                                 # (T, nodes)
-            node_tot_c = tot_c[0, 0]
+            sel = feat[None, None].expand(1, nb, -1, -1)
+            cc = cum_c.expand(d, nb, n_trees, n_nodes).gather(0, sel).squeeze(0)
+            cc = cc.permute(1, 2, 0).contiguous()
+            node_tot_g = tot_g[0, 0].expand(n_trees, n_nodes)        # (T, nodes)
+            node_tot_c = tot_c[0, 0].expand(n_trees, n_nodes)
             node_c = cc.gather(2, b.unsqueeze(2))                    # left count
+            split = (node_c.squeeze(2) >= 1) & (node_c.squeeze(2) < node_tot_c)
             # Last non-empty bin on the left, first non-empty bin on the right (in node).
-            b_left = torch.searchsorted(cc.contiguous(), node_c, side="left").squeeze(2)
-            b_right = torch.searchsorted(cc.contiguous(), node_c, side="right").squeeze(2)
+            b_left = torch.searchsorted(cc, node_c, side="left").squeeze(2)
+            b_right = torch.searchsorted(cc, node_c, side="right").squeeze(2)
             b_right = b_right.clamp(max=nb - 1)
-            gain = top - node_tot_g.square() / node_tot_c.clamp(min=1)
+            gain = top - node_tot_g.square() / node_tot_c
             gain = torch.where(split, gain, 0.0)
             importance.index_put_((tree_index[:, None].expand(-1, n_nodes), feat), gain,
                                   accumulate=True)

@@ -1,0 +1,303 @@
+"""Tests of DCI: analytic importance matrices, conformance with disentanglement_lib, API."""
+from __future__ import annotations
+
+import doctest
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import disentangle_eval.dci as dci_module
+from disentangle_eval._validation import DataError
+from disentangle_eval.dci import (DCIResult, completeness, completeness_per_factor, dci,
+                                  disentanglement, disentanglement_per_code)
+
+from conftest import CONFORMANCE_CASES, load_case
+
+LOG2_LOG10 = 1.0 - np.log(2) / np.log(10)
+
+
+# --- analytic cases (disentanglement_lib's dci_test.py) -------------------------------
+
+DIAG = np.diag(5.0 * np.ones(5))
+ANALYTIC = {
+    # name: (importance matrix, expected D, expected C)
+    "diagonal": (DIAG, 1.0, 1.0),
+    "diagonal_empty_codes": (np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]), 1.0, 1.0),
+    "zero": (np.zeros((10, 10)), 0.0, 0.0),
+    "redundant_codes": (np.vstack([DIAG, DIAG]), 1.0, LOG2_LOG10),
+    "missed_factors": (DIAG[:2, :], 1.0, 1.0),
+    "one_code_two_factors": (np.hstack([DIAG, DIAG]), LOG2_LOG10, 1.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ANALYTIC))
+def test_analytic_importance_matrices(name):
+    matrix, expected_d, expected_c = ANALYTIC[name]
+    np.testing.assert_allclose(disentanglement(matrix), expected_d, atol=1e-7)
+    np.testing.assert_allclose(completeness(matrix), expected_c, atol=1e-7)
+
+
+def test_per_code_and_per_factor_scores():
+    matrix = np.hstack([DIAG, DIAG])                 # every code serves two factors
+    np.testing.assert_allclose(disentanglement_per_code(matrix), LOG2_LOG10, atol=1e-7)
+    np.testing.assert_allclose(completeness_per_factor(matrix), 1.0, atol=1e-7)
+    assert disentanglement_per_code(matrix).shape == (5,)
+    assert completeness_per_factor(matrix).shape == (10,)
+
+
+def test_single_factor_or_single_latent_is_not_nan():
+    assert disentanglement(np.array([[1.0], [2.0]])) == pytest.approx(1.0)
+    assert completeness(np.array([[1.0, 2.0]])) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.ones(3), "must be 2-D"),
+    (-np.eye(2), "non-negative"),
+    (np.full((2, 2), np.nan), "finite"),
+])
+def test_importance_matrix_errors(bad, match):
+    with pytest.raises(ValueError, match=match):
+        disentanglement(bad)
+
+
+# --- conformance with disentanglement_lib (metrics.dci_dlib_gbt) -----------------------
+
+def _reference(case):
+    arrays, expected = load_case(case)
+    return arrays, expected["metrics"]["dci_dlib_gbt"]["values"]
+
+
+def _check(result: DCIResult, reference: dict, tol_dc: float, tol_i: float):
+    deviations = {
+        "disentanglement": (result.disentanglement, tol_dc),
+        "completeness": (result.completeness, tol_dc),
+        "informativeness_train": (result.informativeness_train, tol_i),
+        "informativeness_test": (result.informativeness_test, tol_i),
+    }
+    bad = {key: (value, reference[key]) for key, (value, tol) in deviations.items()
+           if abs(value - reference[key]) > tol}
+    assert not bad, f"(ours, reference) beyond tolerance: {bad}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CONFORMANCE_CASES)
+def test_torch_backend_reproduces_disentanglement_lib(case):
+    arrays, reference = _reference(case)
+    result = dci(arrays["latents"], arrays["factors"], backend="torch", split="contiguous",
+                 train_fraction=0.9, device="cpu")
+    assert result.n_train == 5400 and result.n_test == 600
+    _check(result, reference, tol_dc=0.03, tol_i=0.02)
+
+
+# The scikit-learn path costs minutes per fixture (the reference took 54-500 s each,
+# one core); only the fixture with the fewest latents and classes runs here.
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["nonlinear"])
+def test_sklearn_backend_reproduces_disentanglement_lib(case):
+    arrays, reference = _reference(case)
+    result = dci(arrays["latents"], arrays["factors"], backend="sklearn",
+                 split="contiguous", train_fraction=0.9)
+    _check(result, reference, tol_dc=0.005, tol_i=0.005)
+    expected_importance = np.array(load_case(case)[1]["metrics"]["dci_dlib_gbt"]
+                                   ["importance_matrix"])
+    np.testing.assert_allclose(result.importance, expected_importance, atol=0.01)
+
+
+# --- the torch GBT against scikit-learn where binning is exact -------------------------
+
+def _coded_problem(n=500, seed=0):
+    """Latents with fewer than 256 distinct values each: the torch splits are exact."""
+    rng = np.random.default_rng(seed)
+    factors = np.stack([rng.integers(0, 3, n), rng.integers(0, 2, n), rng.integers(0, 5, n)], 1)
+    latents = np.stack([
+        np.round(40 * (factors[:, 0] + 0.4 * rng.standard_normal(n))) / 40,
+        np.round(40 * (factors[:, 1] - 0.5 * factors[:, 2] + 0.5 * rng.standard_normal(n))) / 40,
+        np.round(40 * (np.sin(factors[:, 2]) + 0.3 * rng.standard_normal(n))) / 40,
+        np.round(40 * (rng.standard_normal(n))) / 40,
+    ], 1)
+    return latents.astype(np.float32), factors
+
+
+def test_torch_gbt_matches_sklearn_on_exactly_binned_latents():
+    latents, factors = _coded_problem()
+    assert max(len(np.unique(c)) for c in latents.T) <= 256
+    kwargs = dict(split="contiguous", train_fraction=0.8, seed=0)
+    ours = dci(latents, factors, backend="torch", device="cpu", **kwargs)
+    ref = dci(latents, factors, backend="sklearn", n_jobs=1, **kwargs)
+    # Same algorithm; only the random choice between exactly tied features differs.
+    np.testing.assert_allclose(ours.importance, ref.importance, atol=0.02)
+    np.testing.assert_allclose(ours.per_factor_accuracy_train, ref.per_factor_accuracy_train,
+                               atol=0.01)
+    np.testing.assert_allclose(ours.per_factor_accuracy_test, ref.per_factor_accuracy_test,
+                               atol=0.02)
+
+
+# --- API: shapes, columns, invariances ----------------------------------------------
+
+def _small_problem(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    factors = np.stack([rng.integers(0, 4, n), rng.integers(0, 2, n), rng.integers(0, 3, n)], 1)
+    latents = np.stack([factors[:, 0] + 0.3 * rng.standard_normal(n),
+                        factors[:, 1] + 0.3 * rng.standard_normal(n),
+                        factors[:, 2] + factors[:, 0] + 0.3 * rng.standard_normal(n),
+                        rng.standard_normal(n),
+                        np.zeros(n)], 1)
+    return latents, factors
+
+
+@pytest.fixture(scope="module")
+def small_result():
+    latents, factors = _small_problem()
+    return dci(latents, factors, device="cpu", n_jobs=1)
+
+
+def test_result_shapes_and_settings(small_result):
+    r = small_result
+    assert r.importance.shape == (5, 3)
+    assert r.per_code_disentanglement.shape == (5,)
+    assert r.per_factor_completeness.shape == (3,)
+    assert r.per_factor_accuracy_train.shape == r.per_factor_accuracy_test.shape == (3,)
+    np.testing.assert_allclose(r.importance.sum(axis=0), 1.0)
+    assert np.all(r.importance[4] == 0)                  # the dead latent
+    assert (r.predictor, r.backend, r.split, r.seed) == ("gbt", "torch", "random", 0)
+    assert (r.n_train, r.n_test, r.device) == (360, 40, "cpu")
+    for value in (r.disentanglement, r.completeness, r.informativeness_train,
+                  r.informativeness_test):
+        assert 0.0 <= value <= 1.0
+    assert r.disentanglement == pytest.approx(disentanglement(r.importance))
+    assert set(r.as_dict()) >= {"disentanglement", "importance", "warnings"}
+
+
+def test_latent_permutation_permutes_importance_rows(small_result):
+    latents, factors = _small_problem()
+    perm = np.array([3, 0, 4, 2, 1])
+    permuted = dci(latents[:, perm], factors, device="cpu")
+    np.testing.assert_allclose(permuted.importance, small_result.importance[perm], atol=1e-9)
+    assert permuted.disentanglement == pytest.approx(small_result.disentanglement, abs=1e-9)
+    assert permuted.completeness == pytest.approx(small_result.completeness, abs=1e-9)
+
+
+def test_factor_relabelling_leaves_scores(small_result):
+    latents, factors = _small_problem()
+    relabelled = factors.copy()
+    relabelled[:, 0] = np.array([30, 10, 20, 0])[factors[:, 0]]  # permuted, non-contiguous
+    relabelled[:, 1] = 1 - factors[:, 1]
+    other = dci(latents, relabelled, device="cpu")
+    np.testing.assert_allclose(other.importance, small_result.importance, atol=1e-9)
+    assert other.informativeness_test == pytest.approx(small_result.informativeness_test)
+    assert other.informativeness_train == pytest.approx(small_result.informativeness_train)
+
+
+def test_random_split_is_seeded():
+    latents, factors = _small_problem()
+    a = dci(latents, factors, device="cpu", seed=3)
+    b = dci(latents, factors, device="cpu", seed=3)
+    np.testing.assert_array_equal(a.importance, b.importance)
+
+
+def test_torch_input_and_ceil_split():
+    latents, factors = _small_problem(n=101)
+    r = dci(torch.as_tensor(latents), torch.as_tensor(factors), split="contiguous",
+            train_fraction=0.5, device="cpu")
+    assert (r.n_train, r.n_test) == (51, 50)      # ceil(0.5 * 101), as disentanglement_lib
+
+
+@pytest.mark.parametrize("predictor", ["random_forest", "logistic"])
+def test_other_predictors(predictor):
+    latents, factors = _small_problem()
+    r = dci(latents, factors, predictor=predictor, device="cpu", n_jobs=1)
+    assert r.predictor == predictor
+    assert r.backend == ("sklearn" if predictor == "random_forest" else "torch")
+    np.testing.assert_allclose(r.importance.sum(axis=0), 1.0)
+    assert r.importance[0, 0] == r.importance[:, 0].max()   # factor 0 lives in latent 0
+    assert r.informativeness_test > 0.8
+
+
+def test_logistic_backends_agree():
+    latents, factors = _small_problem()
+    a = dci(latents, factors, predictor="logistic", backend="torch", device="cpu")
+    b = dci(latents, factors, predictor="logistic", backend="sklearn", n_jobs=1)
+    # Factors with more than two classes: the same multinomial model. scikit-learn fits
+    # a binary factor with one weight vector instead of two, which changes the effective
+    # ridge strength, so that column agrees only roughly.
+    np.testing.assert_allclose(a.importance[:, [0, 2]], b.importance[:, [0, 2]], atol=0.02)
+    np.testing.assert_allclose(a.importance[:, 1], b.importance[:, 1], atol=0.05)
+    assert a.informativeness_test == pytest.approx(b.informativeness_test, abs=0.03)
+
+
+@pytest.mark.slow
+def test_random_forest_close_to_tripod_on_identity():
+    # tripod: its own shuffled split (random_state 42) and test accuracy only, so only a
+    # loose comparison: the forests are the same estimator on nearly the same rows.
+    arrays, expected = load_case("identity")
+    tripod = expected["metrics"]["dci_tripod_rf"]["values"]
+    r = dci(arrays["latents"], arrays["factors"], predictor="random_forest")
+    assert r.disentanglement == pytest.approx(tripod["D"], abs=0.03)
+    assert r.completeness == pytest.approx(tripod["C"], abs=0.03)
+    assert r.informativeness_test == pytest.approx(tripod["I"], abs=0.02)
+
+
+# --- errors and warnings ----------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(train_fraction=0.0), r"train_fraction must be a number in \(0, 1\), got 0.0"),
+    (dict(train_fraction=1.0), r"train_fraction must be a number in \(0, 1\)"),
+    (dict(train_fraction=1.5), r"train_fraction must be a number in \(0, 1\)"),
+    (dict(train_fraction="0.5"), r"train_fraction must be a number in \(0, 1\), got '0.5'"),
+    (dict(train_fraction=0.999), r"leaves 400 training and 0 test rows"),
+    (dict(predictor="svm"), r"predictor must be one of .*'gbt'.*got 'svm'"),
+    (dict(backend="jax"), r"backend must be one of .*got 'jax'"),
+    (dict(split="stratified"), r"split must be one of .*got 'stratified'"),
+    (dict(max_bins=1), r"max_bins must be an integer >= 2"),
+])
+def test_argument_errors(kwargs, match):
+    latents, factors = _small_problem()
+    with pytest.raises(ValueError, match=match):
+        dci(latents, factors, device="cpu", **kwargs)
+
+
+def test_bad_data_errors():
+    latents, factors = _small_problem()
+    with pytest.raises(DataError, match="same number of rows"):
+        dci(latents[:-1], factors, device="cpu")
+    with pytest.raises(DataError, match="NaN"):
+        dci(np.where(latents == latents[0, 0], np.nan, latents), factors, device="cpu")
+
+
+def test_contiguous_split_of_sorted_factors_warns_or_fails():
+    latents, factors = _small_problem()
+    order = np.argsort(factors[:, 1], kind="stable")
+    with pytest.warns(UserWarning, match="contiguous split: the test rows miss factor values"):
+        r = dci(latents[order], factors[order], split="contiguous", train_fraction=0.7,
+                device="cpu")
+    assert any("contiguous split" in w for w in r.warnings)
+    with pytest.raises(DataError, match="single value in the 100 training rows"):
+        dci(latents[order], factors[order], split="contiguous", train_fraction=0.25,
+            device="cpu")
+
+
+# --- devices and docs -----------------------------------------------------------------
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    latents, factors = _small_problem()
+    cpu = dci(latents, factors, device="cpu")
+    gpu = dci(latents, factors, device="cuda")
+    assert gpu.device.startswith("cuda")
+    # Histogram sums are exact, so the devices agree up to float rounding of the leaves.
+    np.testing.assert_allclose(gpu.importance, cpu.importance, atol=1e-6)
+    assert gpu.informativeness_test == pytest.approx(cpu.informativeness_test, abs=0.01)
+
+
+def test_docstring_examples():
+    failures, _ = doctest.testmod(dci_module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert failures == 0
+
+
+def test_progress_bar_goes_to_stderr(capsys):
+    latents, factors = _small_problem()
+    dci(latents, factors, device="cpu", progress=True)
+    captured = capsys.readouterr()
+    assert captured.out == ""
