@@ -152,7 +152,7 @@ def _bin_matrix(binned: BinnedFeatures, dtype: torch.dtype) -> torch.Tensor:
                                        (d * binned.n_bins, n))
 
 
-def _spmm(matrix: torch.Tensor, dense: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+def _spmm(matrix: torch.Tensor, dense: torch.Tensor, chunk: int = 192) -> torch.Tensor:
     """``matrix @ dense`` in column chunks (keeps the dense operand cache-sized on CPU)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
@@ -179,6 +179,14 @@ def _row_weights(n: int, device) -> torch.Tensor:
 def _content_key(rows: torch.Tensor, row_weights: torch.Tensor) -> torch.Tensor:
     """A 31-bit key of each row of an integer matrix (values < 2**8 keep sums exact)."""
     return (((rows & 0xFF) * row_weights).sum(1) + rows.shape[1]) & _MASK31
+
+
+def _combine(limb_sums: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    """Float64 sum of float32 digit sums times their weights (exact: integer multiples)."""
+    out = limb_sums[0].to(torch.float64).mul_(weights[0])
+    for part, weight in zip(limb_sums[1:], weights[1:]):
+        out.add_(part, alpha=weight)
+    return out
 
 
 @dataclass(frozen=True)
@@ -257,137 +265,169 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
     y = (codes.T[tree_target] == tree_class[:, None]).to(f64)        # (T, n) one-vs-rest
     newton = torch.as_tensor([1.0 if n_cls[f] == 2 else (n_cls[f] - 1) / n_cls[f]
                               for f in tree_target.tolist()], dtype=f64, device=device)
+    newton_leaf = newton.repeat_interleave(2 ** max_depth)
 
     # Initial raw predictions: log prior (multinomial), log-odds of the prior (binomial).
+    # Per-sample arrays are (samples, trees): the layout the histogram product wants.
     eps = torch.finfo(f64).eps
     prior = y.mean(1).clamp(eps, 1 - eps)
     init = torch.where(binomial, torch.log(prior / (1 - prior)), torch.log(prior))
-    raw = init[:, None].expand(n_trees, n).clone()
-    raw_test = init[:, None].expand(n_trees, n_test).clone()
+    raw = init[None, :].expand(n, n_trees).contiguous()
+    raw_test = init[None, :].expand(n_test, n_trees).contiguous()
+    target_key = _content_key(y.long(), _row_weights(n, device))
+    target_key = torch.where(binomial, torch.minimum(
+        target_key, _content_key(1 - y.long(), _row_weights(n, device))), target_key)
+    y = y.T.contiguous()                                             # (n, T)
+    slices = []                                                      # trees of each target
+    start = 0
+    for k in n_cls:
+        slices.append((start, start + (1 if k == 2 else k)))
+        start = slices[-1][1]
 
     binned = bin_features(x_train, max_bins)
     d, nb = binned.bins.shape[0], binned.n_bins
-    bins_rows = binned.bins                                         # (d, n)
-    x_test_active = x_test[:, binned.active].T.contiguous()         # (d, n_test)
     importance = torch.zeros(n_trees, max(d, 1), dtype=f64, device=device)
-    count_dtype = torch.float32 if n < 2 ** 24 else f64              # exact counts
     if d:
-        onehot_g = _bin_matrix(binned, f64)
-        onehot_c = onehot_g if count_dtype == f64 else _bin_matrix(binned, count_dtype)
-    # Quantum that makes every sum of n rounded gradients (|g| <= 1) exact in float64.
-    quantum = 2.0 ** -(52 - max(1, math.ceil(math.log2(n + 1))))
-    # Tie-breaking keys from content, not position: permuting the features or relabelling
-    # the classes leaves every choice unchanged.
-    row_weights = _row_weights(n, device)
-    feature_key = _content_key(bins_rows, row_weights) if d else None
-    target_key = _content_key(y.long(), row_weights)
-    target_key = torch.where(binomial, torch.minimum(
-        target_key, _content_key(1 - y.long(), row_weights)), target_key)
-    seed_key = _mix(torch.tensor(int(seed) & _MASK31, device=device), 0x5EED)
-    n_leaves = 2 ** max_depth
-    tree_index = torch.arange(n_trees, device=device)
-    if d:  # root counts are the same for every tree and stage
-        ones = torch.ones(n, 1, dtype=count_dtype, device=device)
-        hist_c0 = _spmm(onehot_c, ones).to(f64).view(d, nb, 1, 1)
-        cum_c0 = hist_c0.cumsum(1)
-        cum_c0_clamped = cum_c0.clamp(min=0.5)
+        bins = binned.bins.T.to(torch.uint8 if nb <= 256 else torch.int64).contiguous()
+        bin_bits = max(1, int(nb).bit_length())
+        x_test_active = x_test[:, binned.active].contiguous()        # (n_test, d)
+        # Histogram sums are exact, in float32 (the fast sparse kernel): the negative
+        # gradients (|g| <= 1) are rounded to multiples of 2**-(bits * limbs - 1) and
+        # split into ``limbs`` balanced base-2**bits digits, small enough that a bin's
+        # sum stays below 2**24; the digit sums are recombined in float64.
+        onehot = _bin_matrix(binned, torch.float32)
+        hist_c0 = _spmm(onehot, torch.ones(n, 1, dtype=torch.float32, device=device))
+        hist_c0 = hist_c0.view(d, nb, 1, 1)                          # root counts
+        largest_bin = int(hist_c0.max())
+        bits = min(15, 24 - math.ceil(math.log2(largest_bin + 1)))
+        limbs = math.ceil(30 / bits)
+        if largest_bin >= 2 ** 20 or bits * limbs + math.log2(n + 1) > 52:
+            raise ValueError("too many training rows for exact float32 histograms "
+                             f"({largest_bin} in one bin)")
+        scale = 2.0 ** (bits * limbs - 1)
+        limb_weights = [2.0 ** (bits * k) / scale for k in range(limbs)]
+        # Tie-breaking keys from content, not position: permuting the features or
+        # relabelling the classes leaves every choice unchanged.
+        feature_key = _content_key(binned.bins, _row_weights(n, device))
+        seed_key = _mix(torch.tensor(int(seed) & _MASK31, device=device), 0x5EED)
+    tree_ids = torch.arange(n_trees, device=device, dtype=torch.int32)
+    slot_range = torch.arange(8, device=device, dtype=torch.int32)
 
     for stage in tqdm(range(n_estimators), desc="DCI gradient boosting", unit="stage",
-                  disable=None if progress else True, leave=False):
+                      disable=None if progress else True, leave=False):
         # Probabilities: sigmoid (binomial) or softmax over each target's trees.
-        peak = torch.full((n_targets, n), -math.inf, dtype=f64, device=device)
-        peak.scatter_reduce_(0, tree_target[:, None].expand(-1, n), raw, reduce="amax")
-        e = torch.exp(raw - peak[tree_target])
-        total = torch.zeros(n_targets, n, dtype=f64, device=device).index_add_(0, tree_target, e)
-        p = torch.where(binomial[:, None], torch.sigmoid(raw), e / total[tree_target])
-        g = y - p                                                   # negative gradient
-        h = p * (1 - p)
-        gq = torch.round(g / quantum) * quantum
+        p = torch.empty_like(raw)
+        for a, b in slices:
+            if b - a == 1:
+                torch.sigmoid(raw[:, a:b], out=p[:, a:b])
+            else:
+                p[:, a:b] = torch.softmax(raw[:, a:b], dim=1)
+        g = y - p                                                    # negative gradient
+        h = p.mul_(1 - p)
+        if d:
+            q = torch.round(g * scale)
+            digits = []                                              # (n, T) float32 each
+            for _ in range(limbs - 1):
+                high = torch.round(q * 2.0 ** -bits)
+                digits.append(q.sub_(high * 2.0 ** bits).float())
+                q = high
+            digits.append(q.float())
 
-        node = torch.zeros(n_trees, n, dtype=torch.int64, device=device)
-        node_test = torch.zeros(n_trees, n_test, dtype=torch.int64, device=device)
-        hist_g = hist_c = None
+        # Global node ids t * n_nodes + m: children of node k are 2k and 2k + 1.
+        node = tree_ids[None, :].expand(n, n_trees)
+        node_test = tree_ids[None, :].expand(n_test, n_trees)
         for level in range(max_depth if d else 0):
             n_nodes = 2 ** level
             if level == 0:
-                hist_g = _spmm(onehot_g, gq.T.contiguous()).view(d, nb, n_trees, 1)
-                hist_c = hist_c0.expand(d, nb, n_trees, 1)
+                hist_g = _combine([_spmm(onehot, digit) for digit in digits], limb_weights)
+                hist_g = hist_g.view(d, nb, n_trees, 1)
+                hist_c = hist_c0
             else:
-                # Left children only (even node ids); right = parent - left.
+                # Left children only (even ids); right = parent - left.
                 half = n_nodes // 2
-                left = ((node & 1) == 0).T                           # (n, T)
-                slot = (node >> 1).T.unsqueeze(2)                    # (n, T, 1)
-                cols_g = torch.zeros(n, n_trees, half, dtype=f64, device=device)
-                cols_g.scatter_(2, slot, (gq.T * left).unsqueeze(2))
-                cols_c = torch.zeros(n, n_trees, half, dtype=count_dtype, device=device)
-                cols_c.scatter_(2, slot, left.to(count_dtype).unsqueeze(2))
-                left_g = _spmm(onehot_g, cols_g.view(n, -1)).view(d, nb, n_trees, half)
-                left_c = _spmm(onehot_c, cols_c.view(n, -1)).to(f64).view(d, nb, n_trees, half)
+                left_slot = torch.where((node & 1) == 0, node >> 1, -1)   # (n, T)
+                if half == 1:
+                    mask = (left_slot >= 0).unsqueeze(2).float()            # (n, T, 1)
+                else:
+                    mask = (left_slot.unsqueeze(2) == (tree_ids[:, None] * half
+                                                       + slot_range[None, :half])).float()
+                # (n, T, half): 1 where the row is in the left child of node (t, m).
+                left_g = _combine([_spmm(onehot, (digit.unsqueeze(2) * mask).view(n, -1))
+                                   for digit in digits], limb_weights)
+                left_g = left_g.view(d, nb, n_trees, half)
+                left_c = _spmm(onehot, mask.view(n, -1)).view(d, nb, n_trees, half)
                 hist_g = torch.stack([left_g, hist_g - left_g], -1).view(d, nb, n_trees, n_nodes)
                 hist_c = torch.stack([left_c, hist_c - left_c], -1).view(d, nb, n_trees, n_nodes)
 
-            # Split search: the score of "bin <= b goes left" for every (feature, bin),
-            # sum_left^2 / n_left + sum_right^2 / n_right (the squared-error decrease plus
-            # a per-node constant). Counts are clamped at 0.5 so an empty side scores
-            # 0 (its gradient sum is exactly 0): such a candidate is never better than a
-            # real split and is recognised as "no split" below.
-            cum_g = hist_g.cumsum(1)
-            cum_c = cum_c0 if level == 0 else hist_c.cumsum(1)
-            tot_g = cum_g[:, -1:].clone()
-            tot_c = cum_c[:, -1:].clone()
-            right = torch.sub(tot_g, cum_g).square_().div_(torch.sub(tot_c, cum_c).clamp_(min=0.5))
-            cum_c = cum_c0_clamped if level == 0 else cum_c.clamp_(min=0.5)
-            score = cum_g.square_().div_(cum_c).add_(right)
-            del right
+            # Split search. For "bin <= b goes left" the squared-error decrease is
+            # n * dev^2 / (n_left * n_right), dev = sum_left - n_left * mean: no
+            # cancellation, so it is ranked in float32 (bitwise equal inputs, e.g. two
+            # features inducing the same partition, still give bitwise equal scores).
+            cum_g = hist_g.cumsum(1)                                 # exact, float64
+            cum_c = hist_c.cumsum(1)                                 # exact, float32
+            tot_c = cum_c[:, -1:]
+            mean = cum_g[:, -1:] / tot_c.to(f64).clamp(min=1)
+            dev = cum_g.addcmul_(cum_c, mean, value=-1)              # (d, nb, T, nodes)
+            denom = (tot_c - cum_c).mul_(cum_c).clamp_(min=0.25)
+            score = dev.float().square_().div_(denom)
             best_score, best_bin = score.max(1)                      # (d, T, nodes)
-            del score
+            del score, denom
             top = best_score.max(0).values                           # (T, nodes)
             tied = best_score == top
             priority = _mix(_mix(_mix(seed_key, stage * 64 + n_nodes), target_key)[:, None]
                             + torch.arange(n_nodes, device=device), feature_key[:, None, None])
-            feat = torch.where(tied, priority, -1).argmax(0)       # (T, nodes)
+            feat = torch.where(tied, priority, -1).argmax(0)         # (T, nodes)
             b = best_bin.gather(0, feat[None]).squeeze(0)
-            # Cumulative counts of the chosen feature: (T, nodes, nb).
-            sel = feat[None, None].expand(1, nb, -1, -1)
-            cc = cum_c.expand(d, nb, n_trees, n_nodes).gather(0, sel).squeeze(0)
+            # Cumulative counts of the chosen feature, (T, nodes, nb).
+            cc = cum_c.expand(d, nb, n_trees, n_nodes).gather(
+                0, feat[None, None].expand(1, nb, -1, -1)).squeeze(0)
             cc = cc.permute(1, 2, 0).contiguous()
-            node_tot_g = tot_g[0, 0].expand(n_trees, n_nodes)        # (T, nodes)
-            node_tot_c = tot_c[0, 0].expand(n_trees, n_nodes)
-            node_c = cc.gather(2, b.unsqueeze(2))                    # left count
-            split = (node_c.squeeze(2) >= 1) & (node_c.squeeze(2) < node_tot_c)
+            n_left = cc.gather(2, b.unsqueeze(2))                    # (T, nodes, 1)
+            n_node = cc[:, :, -1:]
+            split = ((n_left >= 1) & (n_left < n_node)).squeeze(2)
             # Last non-empty bin on the left, first non-empty bin on the right (in node).
-            b_left = torch.searchsorted(cc, node_c, side="left").squeeze(2)
-            b_right = torch.searchsorted(cc, node_c, side="right").squeeze(2)
-            b_right = b_right.clamp(max=nb - 1)
-            gain = top - node_tot_g.square() / node_tot_c
+            b_left = torch.searchsorted(cc, n_left, side="left").squeeze(2)
+            b_right = torch.searchsorted(cc, n_left, side="right").squeeze(2).clamp(max=nb - 1)
+            t_index = tree_ids[:, None].long().expand(-1, n_nodes)
+            m_index = torch.arange(n_nodes, device=device)[None, :].expand(n_trees, -1)
+            dev_best = dev[feat, b, t_index, m_index]
+            n_left, n_node = n_left.squeeze(2).to(f64), n_node.squeeze(2).to(f64)
+            gain = n_node * dev_best.square() / (n_left * (n_node - n_left)).clamp(min=1)
             gain = torch.where(split, gain, 0.0)
-            importance.index_put_((tree_index[:, None].expand(-1, n_nodes), feat), gain,
-                                  accumulate=True)
+            importance.index_put_((t_index, feat), gain, accumulate=True)
             lo = binned.bin_max[feat, b_left]
             hi = binned.bin_min[feat, b_right]
-            threshold = lo / 2 + hi / 2
+            threshold = lo / 2 + hi / 2                              # scikit-learn's midpoint
             threshold = torch.where(threshold == hi, lo, threshold)
-            threshold = torch.where(split, threshold, math.inf)
-            bin_threshold = torch.where(split, b_left, nb)
+            threshold = torch.where(split, threshold, math.inf).view(-1)
+            bin_threshold = torch.where(split, b_left, nb - 1).view(-1)
+            feat = feat.view(-1)
+            del dev, cum_g, cum_c
 
-            # Route training rows by bin, test rows by value.
-            f_row = feat.gather(1, node)
-            go_right = bins_rows.gather(0, f_row) > bin_threshold.gather(1, node)
-            f_test = feat.gather(1, node_test)
-            go_right_test = x_test_active.gather(0, f_test) > threshold.gather(1, node_test)
-            node = 2 * node + go_right
-            node_test = 2 * node_test + go_right_test
+            # Route: training rows by bin, test rows by value.
+            key = ((feat << bin_bits) | bin_threshold).to(torch.int32)   # one lookup per row
+            key = key.index_select(0, node.reshape(-1)).view(n, n_trees)
+            go_right = bins.gather(1, (key >> bin_bits).long()) > (key & (2 ** bin_bits - 1))
+            flat_test = node_test.reshape(-1)
+            f_test = feat.index_select(0, flat_test).view(n_test, n_trees)
+            go_right_test = (x_test_active.gather(1, f_test)
+                             > threshold.index_select(0, flat_test).view(n_test, n_trees))
+            node = (node << 1) | go_right
+            node_test = (node_test << 1) | go_right_test
         if not d:  # no usable feature: every tree is a single leaf
-            node = node * 0
-            node_test = node_test * 0
+            node = tree_ids[None, :].expand(n, n_trees) * 2 ** max_depth
+            node_test = tree_ids[None, :].expand(n_test, n_trees) * 2 ** max_depth
 
         # Leaf values: one Newton step.
-        sum_g = torch.zeros(n_trees, n_leaves, dtype=f64, device=device).scatter_add_(1, node, g)
-        sum_h = torch.zeros(n_trees, n_leaves, dtype=f64, device=device).scatter_add_(1, node, h)
+        n_slots = n_trees * 2 ** max_depth
+        flat = node.reshape(-1).long()
+        sum_g = torch.zeros(n_slots, dtype=f64, device=device).index_add_(0, flat, g.view(-1))
+        sum_h = torch.zeros(n_slots, dtype=f64, device=device).index_add_(0, flat, h.view(-1))
         value = torch.where(sum_h.abs() < 1e-150, 0.0,
-                            newton[:, None] * sum_g / torch.where(sum_h == 0, 1.0, sum_h))
-        raw += learning_rate * value.gather(1, node)
-        raw_test += learning_rate * value.gather(1, node_test)
+                            newton_leaf * sum_g / torch.where(sum_h == 0, 1.0, sum_h))
+        value = value.mul_(learning_rate)
+        raw += value.index_select(0, flat).view(n, n_trees)
+        raw_test += value.index_select(0, node_test.reshape(-1)).view(n_test, n_trees)
 
     # Importance per target: sum over its trees, normalised.
     imp = torch.zeros(n_targets, n_features, dtype=f64, device=device)
@@ -400,9 +440,9 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
 
     def predict(raw_values):
         out = []
-        for f in range(n_targets):
-            mine = raw_values[tree_target == f]
-            index = (mine[0] >= 0).long() if n_cls[f] == 2 else mine.argmax(0)
+        for f, (a, b) in enumerate(slices):
+            mine = raw_values[:, a:b]
+            index = (mine[:, 0] >= 0).long() if n_cls[f] == 2 else mine.argmax(1)
             out.append(classes[f][index])
         return torch.stack(out, 1)
 
