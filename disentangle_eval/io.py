@@ -27,8 +27,10 @@ def _open(path: Path):
         raise DataError(f"{path}: the file is empty")
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: not a readable NumPy .npz/.npy file ({exc})") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile):
+        # numpy's own messages talk about pickles and zip internals; the user needs less.
+        raise DataError(f"{path}: not a readable NumPy .npz/.npy file (corrupt, truncated, "
+                        "or another format)") from None
 
 
 def load_array(path: str | os.PathLike, role: str, key: str | None = None) -> np.ndarray:

@@ -1,0 +1,205 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from disentangle_eval.cli.main import main
+
+from conftest import CONFORMANCE_DIR
+
+FIXTURE = CONFORMANCE_DIR / "duplicated.npz"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "example.npz"
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert "Traceback" not in result.output
+    if result.exit_code not in (0,):
+        assert isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def score(*args):
+    return run("score", *args)
+
+
+@pytest.fixture
+def small(tmp_path):
+    rng = np.random.default_rng(0)
+    factors = rng.integers(0, 4, size=(400, 3))
+    latents = (factors + 0.1 * rng.standard_normal(factors.shape)).astype(np.float32)
+    path = tmp_path / "small.npz"
+    np.savez(path, latents=latents, factors=factors, factor_names=np.array(["a", "b", "c"]))
+    return path, latents, factors
+
+
+def test_table_output(small):
+    path, _, _ = small
+    result = score(path, "--factors", path, "--metrics", "infomec")
+    assert result.exit_code == 0
+    assert "InfoM" in result.output and "InfoE" in result.output and "InfoC" in result.output
+    assert "NMI (rows = factors, columns = latents" in result.output
+    assert "a " in result.output  # factor names on the table
+
+
+def test_json_output_matches_library(small):
+    from disentangle_eval import infomec
+
+    path, latents, factors = small
+    result = score(path, "--factors", path, "--metrics", "infomec", "--json", "--seed", "3")
+    assert result.exit_code == 0
+    payload = json.loads(result.stdout)
+    assert {"infomec", "settings", "environment", "inputs"} <= payload.keys()
+    assert {"infom", "infoe", "infoc", "nmi", "active_latents"} <= payload["infomec"].keys()
+    assert payload["settings"]["seed"] == 3
+    assert payload["environment"]["device"] == "cpu" or payload["environment"]["device"].startswith("cuda")
+    assert {"torch", "numpy", "scikit_learn", "python"} <= payload["environment"].keys()
+    direct = infomec(latents, factors, seed=3)
+    assert payload["infomec"]["infom"] == pytest.approx(direct.infom)
+    assert payload["infomec"]["infoe"] == pytest.approx(direct.infoe)
+    assert payload["inputs"]["factor_names"] == ["a", "b", "c"]
+
+
+def test_conformance_fixture_through_cli():
+    expected = json.loads((CONFORMANCE_DIR / "duplicated.expected.json").read_text())
+    ref = expected["metrics"]["infomec_factorqvae"]["values"]
+    result = score(FIXTURE, "--factors", FIXTURE, "--metrics", "infomec", "--json",
+                   "--device", "cpu")
+    assert result.exit_code == 0
+    got = json.loads(result.stdout)["infomec"]
+    for key in ("infom", "infoe", "infoc"):
+        assert got[key] == pytest.approx(ref[key], abs=0.01)
+
+
+def test_npy_inputs_and_keys(small, tmp_path):
+    _, latents, factors = small
+    np.save(tmp_path / "z.npy", latents)
+    np.save(tmp_path / "y.npy", factors)
+    assert score(tmp_path / "z.npy", "--factors", tmp_path / "y.npy", "--metrics",
+                 "infomec").exit_code == 0
+    np.savez(tmp_path / "custom.npz", codes=latents, labels=factors)
+    result = score(tmp_path / "custom.npz", "--factors", tmp_path / "custom.npz",
+                   "--latents-key", "codes", "--factors-key", "labels", "--metrics", "infomec")
+    assert result.exit_code == 0
+    # A single data array is taken whatever its name.
+    np.savez(tmp_path / "only.npz", whatever=latents)
+    assert score(tmp_path / "only.npz", "--factors", tmp_path / "y.npy", "--metrics",
+                 "infomec").exit_code == 0
+
+
+def test_out_dir_writes_and_never_overwrites(small, tmp_path):
+    path, _, _ = small
+    out = tmp_path / "results"
+    result = score(path, "--factors", path, "--metrics", "infomec", "--out", out)
+    assert result.exit_code == 0
+    assert {"metrics.json", "nmi.npy", "nmi.png"} <= {p.name for p in out.iterdir()}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert np.load(out / "nmi.npy").shape == (3, 3)
+    assert np.allclose(np.load(out / "nmi.npy"), metrics["infomec"]["nmi"])
+    assert (out / "nmi.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = (out / "metrics.json").read_bytes()
+    again = score(path, "--factors", path, "--metrics", "infomec", "--out", out, "--seed", "5")
+    assert again.exit_code == 2
+    assert "already exist" in again.output and "--force" in again.output
+    assert (out / "metrics.json").read_bytes() == before
+    forced = score(path, "--factors", path, "--metrics", "infomec", "--out", out, "--seed", "5",
+                   "--force")
+    assert forced.exit_code == 0
+    assert json.loads((out / "metrics.json").read_text())["settings"]["seed"] == 5
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def _write(tmp_path, name, **arrays):
+    path = tmp_path / name
+    np.savez(path, **arrays)
+    return path
+
+
+GOOD_Z = np.random.default_rng(1).standard_normal((50, 3))
+GOOD_Y = np.random.default_rng(1).integers(0, 3, size=(50, 2))
+
+
+@pytest.mark.parametrize("case,latents,factors,message", [
+    ("nan", np.where(np.arange(150).reshape(50, 3) == 7, np.nan, GOOD_Z), GOOD_Y, "NaN/Inf"),
+    ("inf", np.where(np.arange(150).reshape(50, 3) == 7, np.inf, GOOD_Z), GOOD_Y, "NaN/Inf"),
+    ("rows", GOOD_Z, GOOD_Y[:40], "same number of rows"),
+    ("one_d", GOOD_Z[:, 0], GOOD_Y, "2-D"),
+    ("noninteger", GOOD_Z, GOOD_Y + 0.5, "integer labels"),
+    ("negative", GOOD_Z, GOOD_Y - 1, "non-negative"),
+    ("constant", GOOD_Z, np.c_[GOOD_Y[:, 0], np.full(50, 2)], "single value"),
+    ("one_sample", GOOD_Z[:1], GOOD_Y[:1], "at least 2 samples"),
+    ("strings", np.array([["a"] * 3] * 50), GOOD_Y, "numeric"),
+])
+def test_bad_data_exit_1(tmp_path, case, latents, factors, message):
+    path = _write(tmp_path, f"{case}.npz", latents=latents, factors=factors)
+    result = score(path, "--factors", path, "--metrics", "infomec")
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert result.output.startswith("error: ")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_bad_files_exit_1(tmp_path):
+    good = _write(tmp_path, "good.npz", latents=GOOD_Z, factors=GOOD_Y)
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    text = tmp_path / "latents.txt"
+    text.write_text("1 2 3\n")
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[:100])
+    ragged = tmp_path / "ragged.npy"
+    np.save(ragged, np.array([[1.0, 2.0], [3.0]], dtype=object), allow_pickle=True)
+    several = _write(tmp_path, "several.npz", a=GOOD_Z, b=GOOD_Z)
+    cases = [(empty, "empty"), (text, "not a readable NumPy"), (truncated, "not a readable NumPy"),
+             (ragged, "not a readable NumPy"), (several, "choose one with --latents-key")]
+    for path, message in cases:
+        result = score(path, "--factors", good, "--metrics", "infomec")
+        assert result.exit_code == 1, (path, result.output)
+        assert message in result.output, (path, result.output)
+    result = score(good, "--factors", good, "--latents-key", "missing", "--metrics", "infomec")
+    assert result.exit_code == 1 and "no array named 'missing'" in result.output
+
+
+def test_bad_usage_exit_2(tmp_path):
+    good = _write(tmp_path, "good.npz", latents=GOOD_Z, factors=GOOD_Y)
+    assert score(tmp_path / "missing.npz", "--factors", good).exit_code == 2
+    assert score(good).exit_code == 2  # --factors is required
+    assert score(good, "--factors", good, "--metrics", "mig").exit_code == 2
+    assert score(good, "--factors", good, "--n-neighbors", "0").exit_code == 2
+    assert score(good, "--factors", good, "--train-fraction", "1.5").exit_code == 2
+    if not __import__("torch").cuda.is_available():
+        result = score(good, "--factors", good, "--device", "cuda", "--metrics", "infomec")
+        assert result.exit_code == 2 and "CUDA is not available" in result.output
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    result = score(good, "--factors", good, "--metrics", "infomec", "--out", not_a_dir)
+    assert result.exit_code == 2
+
+
+def test_help_has_example_and_exit_codes():
+    result = run("score", "--help")
+    assert result.exit_code == 0
+    assert "Example" in result.output and "Exit codes" in result.output
+
+
+@pytest.mark.skipif(shutil.which("disentangle-eval") is None, reason="console script not installed")
+def test_console_script_subprocess():
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    proc = subprocess.run(["disentangle-eval", "score", str(EXAMPLE), "--factors", str(EXAMPLE),
+                           "--metrics", "infomec", "--json", "--device", "cpu"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    payload = json.loads(proc.stdout)
+    assert 0 <= payload["infomec"]["infom"] <= 1
+    bad = subprocess.run(["disentangle-eval", "score", str(EXAMPLE), "--factors",
+                          str(CONFORMANCE_DIR / "README.md")], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().startswith("error: ") and "not a readable NumPy" in bad.stderr
+    assert "Traceback" not in bad.stderr
