@@ -1,10 +1,25 @@
 """``train-reference``: train a reference model and dump its latents for scoring.
 
-Exit codes: 0 success, 1 bad data, 2 bad usage.
+Exit codes: 0 success, 1 bad data (a dataset file missing or malformed, training diverged),
+2 bad usage (options, an existing run folder without --resume/--force).
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
+
+EXIT_BAD_DATA = 1
+
+
+class BadData(click.ClickException):
+    """Data that cannot be used: one line on stderr, exit code 1."""
+
+    exit_code = EXIT_BAD_DATA
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
 
 
 def _print_models(ctx: click.Context, _param, value: bool) -> None:
@@ -28,6 +43,46 @@ def _print_datasets(ctx: click.Context, _param, value: bool) -> None:
     ctx.exit(0)
 
 
+def _parse_sets(_ctx, _param, values: tuple[str, ...]) -> dict[str, str]:
+    parsed: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected key=value, got {item!r}")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def build_spec(model: str, dataset: str, *, preset: str | None, data_dir, steps, batch_size,
+               seed, overrides: dict[str, str]):
+    """Resolve preset + options + ``--set`` overrides into a RunSpec (ValueError if bad)."""
+    import dataclasses
+
+    from reference_models.config import ModelConfig, TrainConfig, with_overrides
+    from reference_models.presets import PAPER_DATASETS, get_preset
+    from reference_models.training.loop import RunSpec
+
+    if preset is None:
+        preset = "paper" if dataset.lower() in PAPER_DATASETS else "cpu"
+    model_config, train_config = get_preset(model, dataset, preset)
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = [k for k in overrides if k not in model_fields | train_fields]
+    if unknown:
+        raise ValueError(f"--set: unknown field(s) {', '.join(unknown)}; valid: "
+                         f"{', '.join(sorted(model_fields | train_fields))}")
+    train_set = {k: v for k, v in overrides.items() if k in train_fields}
+    for key, value in (("steps", steps), ("batch_size", batch_size), ("seed", seed)):
+        if value is not None:
+            train_set[key] = value
+    model_config = with_overrides(model_config,
+                                  {k: v for k, v in overrides.items() if k in model_fields})
+    train_config = with_overrides(train_config, train_set)
+    return RunSpec(model=model, dataset=dataset, model_config=model_config,
+                   train_config=train_config, preset=preset,
+                   data_dir=None if data_dir is None else str(data_dir))
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--list-models", is_flag=True, expose_value=False, is_eager=True,
               callback=_print_models, help="Print the registered model names and exit.")
@@ -35,11 +90,126 @@ def _print_datasets(ctx: click.Context, _param, value: bool) -> None:
               callback=_print_datasets,
               help="Print every dataset with its factors and sizes and exit.")
 @click.argument("model", required=False)
-def main(model: str | None) -> None:
-    """Train reference MODEL on a dataset (the training command lands with a later issue).
+@click.option("--dataset", default=None, help="Dataset name (see --list-datasets).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of the published dataset files [default: $DISENTANGLE_EVAL_DATA "
+                   "or ~/.cache/disentangle-eval/data].")
+@click.option("--preset", type=click.Choice(["paper", "cpu", "smoke"]), default=None,
+              help="Configuration preset [default: paper for shapes3d/isaac3d/mpi3d, "
+                   "else cpu].")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Training iterations [default: the preset's].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Batch size [default: the preset's].")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed of initialisation, batches, noise and the evaluation samples "
+                   "[default: 1].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="Where to train.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Run folder [default: runs/MODEL-DATASET-SEED].")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in the folder from its last checkpoint.")
+@click.option("--force", is_flag=True, help="Delete an existing run in the folder first.")
+@click.option("--set", "overrides", multiple=True, callback=_parse_sets, metavar="KEY=VALUE",
+              help="Override a ModelConfig or TrainConfig field, e.g. --set lr=3e-4 "
+                   "(repeatable).")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+              help="CPU threads of torch.")
+@click.option("--checkpoint-minutes", type=click.FloatRange(min=0, min_open=True), default=5.0,
+              show_default=True, help="Wall time between checkpoints (besides every "
+                                      "checkpoint_every iterations and the end).")
+@click.option("--no-figures", is_flag=True, help="Skip the figures at the end.")
+@click.option("--figures-only", "figures_only", type=click.Path(file_okay=False, exists=True),
+              default=None, metavar="RUN_DIR",
+              help="Only (re)draw the figures of a finished run folder and exit.")
+def main(model, dataset, data_dir, preset, steps, batch_size, seed, device, out_dir, resume,
+         force, overrides, threads, checkpoint_minutes, no_figures, figures_only) -> None:
+    """Train reference MODEL on --dataset, then dump latents, scores and figures.
+
+    Trains with the paper's Algorithm 1 (for the Factor models a VAE step on a batch x and
+    a discriminator step on a batch x' with permuted codes), Adam, the cosine learning
+    rate and the Gumbel temperature schedule of the preset. The run folder receives
+    config.json, checkpoint.pt (atomic, every few minutes and at the end), log.csv, and at
+    the end latents.npz, factors.npz (10000 + 5000 factor draws), metrics.json (DCI,
+    InfoMEC, MSE x 1e4) and figures/. An existing run is never overwritten without
+    --resume or --force; a killed run continues exactly with --resume.
 
     \b
-    Example:
+    Examples:
+      train-reference factorqvae --dataset toyshapes --preset smoke
+      train-reference factorqvae --dataset toyshapes --preset cpu --seed 2
+      train-reference factorqvae --dataset toyshapes --preset cpu --resume
+      train-reference qvae --dataset shapes3d --data-dir data/ --device cuda --set beta=1e-3
+      train-reference --figures-only runs/factorqvae-toyshapes-1
       train-reference --list-models
+
+    Exit codes: 0 success, 1 bad data, 2 bad usage.
     """
-    raise click.UsageError("training is not available yet; use --list-models or --list-datasets")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if figures_only is not None:
+        _figures_only(Path(figures_only), device, threads)
+        return
+    if model is None:
+        raise click.UsageError("missing MODEL (see --list-models)")
+    if dataset is None:
+        raise click.UsageError("missing --dataset (see --list-datasets)")
+    if resume and force:
+        raise click.UsageError("--resume and --force exclude each other")
+
+    from reference_models.data.base import DatasetError
+    from reference_models.models.registry import list_models
+    from reference_models.training.loop import RunFolderError, train
+
+    if model not in list_models():
+        raise click.UsageError(f"unknown model {model!r}; choose one of "
+                               f"{', '.join(list_models())}")
+    try:
+        spec = build_spec(model, dataset, preset=preset, data_dir=data_dir, steps=steps,
+                          batch_size=batch_size, seed=seed, overrides=overrides)
+    except (ValueError, TypeError) as exc:
+        raise click.UsageError(str(exc)) from None
+    run_dir = Path(out_dir) if out_dir else Path("runs") / (
+        f"{model}-{dataset}-{spec.train_config.seed}")
+    click.echo(f"run folder: {run_dir}", err=True)
+    try:
+        metrics = train(run_dir, spec, device=device, resume=resume, force=force,
+                        checkpoint_seconds=60.0 * checkpoint_minutes, threads=threads,
+                        figures=not no_figures)
+    except RunFolderError as exc:
+        raise click.UsageError(str(exc)) from None
+    except DatasetError as exc:
+        raise BadData(str(exc)) from None
+    except FloatingPointError as exc:
+        raise BadData(f"training diverged: {exc}") from None
+    except ValueError as exc:
+        if "CUDA" in str(exc) or "device" in str(exc):
+            raise click.UsageError(str(exc)) from None
+        raise BadData(str(exc)) from None
+    if metrics is not None:
+        table = metrics["table"]
+        click.echo("  ".join(f"{key} {value:.3f}" if key != "MSE" else f"MSE(x1e4) {value:.2f}"
+                             for key, value in table.items() if value is not None))
+
+
+def _figures_only(run_dir: Path, device: str, threads: int) -> None:
+    import torch
+
+    from reference_models.data.base import DatasetError
+    from reference_models.training.figures import make_figures
+    from reference_models.training.loop import RunFolderError, resolve_device
+
+    torch.set_num_threads(threads)
+    missing = [name for name in ("latents.npz", "metrics.json", "checkpoint.pt")
+               if not (run_dir / name).exists()]
+    if missing:
+        raise click.UsageError(f"--figures-only {run_dir}: not a finished run "
+                               f"(missing {', '.join(missing)})")
+    try:
+        paths = make_figures(run_dir, device=resolve_device(device))
+    except RunFolderError as exc:
+        raise click.UsageError(str(exc)) from None
+    except DatasetError as exc:
+        raise BadData(str(exc)) from None
+    for path in paths:
+        click.echo(str(path))

@@ -1,0 +1,101 @@
+"""The results table: collecting metrics.json files, mean +- std over seeds, formats."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from disentangle_eval.cli.main import main
+from reference_models.training.table import (
+    COLUMNS, TableError, collect_metrics, format_table, summarise,
+)
+
+
+def _write_run(root, model, dataset, seed, values):
+    run = root / f"{model}-{dataset}-{seed}"
+    run.mkdir()
+    table = dict(zip(COLUMNS, values))
+    (run / "metrics.json").write_text(json.dumps(
+        {"model": model, "dataset": dataset, "seed": seed, "table": table}))
+    return run
+
+
+@pytest.fixture
+def runs(tmp_path):
+    paths = [
+        _write_run(tmp_path, "factorqvae", "toyshapes", 1, [0.8, 0.9, 0.6, 0.7, 0.9, 0.5, 2.0]),
+        _write_run(tmp_path, "factorqvae", "toyshapes", 2, [0.6, 0.9, 0.4, 0.5, 0.7, 0.3, 4.0]),
+        _write_run(tmp_path, "ae", "toyshapes", 1, [0.5, 0.8, 0.4, 0.5, 0.99, 0.4, 0.3]),
+        _write_run(tmp_path, "qvae", "shapes3d", 1, [0.73, 0.94, 0.54, 0.69, 0.93, 0.38, 0.8]),
+    ]
+    return paths
+
+
+def test_summary_mean_std_and_order(runs):
+    summary = summarise(collect_metrics(runs))
+    # the paper's datasets first, then the others; models in the paper's order
+    assert list(summary["dataset"]) == ["shapes3d", "toyshapes", "toyshapes"]
+    assert list(summary["model"]) == ["qvae", "ae", "factorqvae"]
+    row = summary[summary["model"] == "factorqvae"].iloc[0]
+    assert row["n"] == 2
+    assert row["D_mean"] == pytest.approx(0.7)
+    assert row["D_std"] == pytest.approx(np.std([0.8, 0.6], ddof=1))
+    assert row["MSE_mean"] == pytest.approx(3.0)
+    assert np.isnan(summary[summary["model"] == "ae"].iloc[0]["D_std"])
+
+
+def test_markdown(runs):
+    text = format_table(summarise(collect_metrics(runs)), "markdown")
+    assert "**toyshapes**" in text and "**shapes3d**" in text
+    assert text.index("**shapes3d**") < text.index("**toyshapes**")
+    line = next(l for l in text.splitlines() if l.startswith("| FactorQVAE"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1] == "0.70 ± 0.14"   # D
+    assert cells[7] == "3.0 ± 1.4"      # MSE x 1e4, one decimal
+    assert cells[8] == "2"
+    ae = next(l for l in text.splitlines() if l.startswith("| AE"))
+    assert "±" not in ae  # a single seed: no std
+
+
+def test_csv_and_latex(runs):
+    summary = summarise(collect_metrics(runs))
+    frame = pd.read_csv(__import__("io").StringIO(format_table(summary, "csv")))
+    assert {"dataset", "model", "n", "D_mean", "D_std", "MSE_mean"} <= set(frame.columns)
+    assert frame.loc[frame["model"] == "factorqvae", "InfoM_mean"].item() == pytest.approx(0.6)
+    latex = format_table(summary, "latex")
+    assert latex.startswith(r"\begin{tabular}") and latex.rstrip().endswith(r"\end{tabular}")
+    assert r"0.70 $\pm$ 0.14" in latex
+    assert r"\textit{toyshapes}" in latex
+
+
+def test_bad_inputs(tmp_path, runs):
+    with pytest.raises(FileNotFoundError, match="no metrics.json"):
+        collect_metrics([tmp_path])
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "metrics.json").write_text('{"model": "ae"}')
+    with pytest.raises(TableError, match="not a train-reference metrics.json"):
+        collect_metrics([bad])
+    with pytest.raises(ValueError, match="fmt must be"):
+        format_table(summarise(collect_metrics(runs)), "html")
+
+
+def test_table_command(tmp_path, runs):
+    runner = CliRunner()
+    result = runner.invoke(main, ["table", *map(str, runs)])
+    assert result.exit_code == 0, result.output
+    assert "| FactorQVAE | 0.70 ± 0.14" in result.output
+    result = runner.invoke(main, ["table", str(runs[0] / "metrics.json"), "--format", "csv"])
+    assert result.exit_code == 0 and result.output.startswith("dataset,model,n,")
+    result = runner.invoke(main, ["table", str(runs[0]), "--format", "latex"])
+    assert result.exit_code == 0 and r"\begin{tabular}" in result.output
+    # a folder without metrics.json: usage (2); an unreadable one: bad data (1), one line
+    result = runner.invoke(main, ["table", str(tmp_path)])
+    assert result.exit_code == 2
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "metrics.json").write_text("not json")
+    result = runner.invoke(main, ["table", str(bad)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
