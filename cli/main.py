@@ -282,5 +282,37 @@ def _format_tables(report: dict, results: dict, factor_names) -> str:
     return "\n".join(lines)
 
 
+@main.command()
+@click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True,
+                type=click.Path(exists=True))
+@click.option("--format", "fmt", default="markdown", show_default=True,
+              type=click.Choice(["markdown", "csv", "latex"]), help="Output format.")
+def table(run_dirs, fmt):
+    """Collect metrics.json of train-reference runs into the paper's Table 1 layout.
+
+    Columns D, I, C (DCI), InfoM, InfoE, InfoC and MSE x 1e4, grouped by dataset, with
+    mean +- std over runs of the same model and dataset (several seeds). RUN_DIR is a run
+    folder or its metrics.json.
+
+    \b
+    Examples:
+      disentangle-eval table runs/*-toyshapes-*
+      disentangle-eval table runs/factorqvae-shapes3d-* --format latex
+
+    Exit codes: 0 success, 1 bad data (an unreadable metrics.json), 2 bad usage.
+    """
+    from reference_models.training.table import (
+        TableError, collect_metrics, format_table, summarise,
+    )
+
+    try:
+        runs = collect_metrics(run_dirs)
+    except FileNotFoundError as exc:
+        raise click.UsageError(str(exc)) from None
+    except TableError as exc:
+        raise BadData(str(exc)) from None
+    click.echo(format_table(summarise(runs), fmt), nl=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
