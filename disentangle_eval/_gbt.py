@@ -152,7 +152,7 @@ def _bin_matrix(binned: BinnedFeatures, dtype: torch.dtype) -> torch.Tensor:
                                        (d * binned.n_bins, n))
 
 
-def _spmm(matrix: torch.Tensor, dense: torch.Tensor, chunk: int = 192) -> torch.Tensor:
+def _spmm(matrix: torch.Tensor, dense: torch.Tensor, chunk: int = 96) -> torch.Tensor:
     """``matrix @ dense`` in column chunks (keeps the dense operand cache-sized on CPU)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
@@ -311,7 +311,6 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
         feature_key = _content_key(binned.bins, _row_weights(n, device))
         seed_key = _mix(torch.tensor(int(seed) & _MASK31, device=device), 0x5EED)
     tree_ids = torch.arange(n_trees, device=device, dtype=torch.int32)
-    slot_range = torch.arange(8, device=device, dtype=torch.int32)
 
     for stage in tqdm(range(n_estimators), desc="DCI gradient boosting", unit="stage",
                       disable=None if progress else True, leave=False):
@@ -346,16 +345,16 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
                 # Left children only (even ids); right = parent - left.
                 half = n_nodes // 2
                 left_slot = torch.where((node & 1) == 0, node >> 1, -1)   # (n, T)
-                if half == 1:
-                    mask = (left_slot >= 0).unsqueeze(2).float()            # (n, T, 1)
-                else:
-                    mask = (left_slot.unsqueeze(2) == (tree_ids[:, None] * half
-                                                       + slot_range[None, :half])).float()
-                # (n, T, half): 1 where the row is in the left child of node (t, m).
-                left_g = _combine([_spmm(onehot, (digit.unsqueeze(2) * mask).view(n, -1))
-                                   for digit in digits], limb_weights)
-                left_g = left_g.view(d, nb, n_trees, half)
-                left_c = _spmm(onehot, mask.view(n, -1)).view(d, nb, n_trees, half)
+                # One block of T columns per left child: 1 where the row is in the left
+                # child of node (t, m) (blocks of T columns keep the product cache-sized).
+                sums_g, sums_c = [], []
+                for m in range(half):
+                    mask = (left_slot == tree_ids * half + m).float()       # (n, T)
+                    sums_g.append(_combine([_spmm(onehot, digit * mask) for digit in digits],
+                                           limb_weights))
+                    sums_c.append(_spmm(onehot, mask))
+                left_g = torch.stack(sums_g, -1).view(d, nb, n_trees, half)
+                left_c = torch.stack(sums_c, -1).view(d, nb, n_trees, half)
                 hist_g = torch.stack([left_g, hist_g - left_g], -1).view(d, nb, n_trees, n_nodes)
                 hist_c = torch.stack([left_c, hist_c - left_c], -1).view(d, nb, n_trees, n_nodes)
 

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import doctest
-import time
+import importlib
 
 import numpy as np
 import pytest
 import torch
 
-import disentangle_eval.dci as dci_module
 from disentangle_eval._validation import DataError
 from disentangle_eval.dci import (DCIResult, completeness, completeness_per_factor, dci,
                                   disentanglement, disentanglement_per_code)
@@ -292,7 +291,9 @@ def test_cuda_matches_cpu():
 
 
 def test_docstring_examples():
-    failures, _ = doctest.testmod(dci_module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    # The package exports the function ``dci``, which shadows the submodule attribute.
+    module = importlib.import_module("disentangle_eval.dci")
+    failures, _ = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert failures == 0
 
 
