@@ -12,8 +12,9 @@ What is reproduced from scikit-learn (``sklearn/ensemble/_gb.py``, ``sklearn/tre
   once, and one regression tree per class (K > 2) or a single tree (K = 2) is fitted to it;
 - trees: squared-error splits (``friedman_mse`` picks the same split for unit weights),
   best split over all features, depth ``max_depth``, a node is split whenever two of its
-  samples differ in a feature, ties between features broken at random (scikit-learn uses a
-  random feature order per node), ties between thresholds of one feature by the lowest;
+  samples differ in a feature, ties between features broken pseudo-randomly (scikit-learn
+  uses a random feature order per node), ties between thresholds of one feature by the
+  lowest;
 - leaf values: one Newton step, ``(K - 1) / K * sum(g) / sum(p (1 - p))`` (multinomial) or
   ``sum(g) / sum(p (1 - p))`` (binomial), zero when the denominator is below 1e-150;
 - prediction thresholds at the midpoint between the adjacent training values on either
@@ -29,14 +30,18 @@ latents) is binned exactly and its splits are scikit-learn's; a continuous featu
 equal-mass bins whose edges sit in the widest local gaps of its training values (see
 :func:`_gap_quantile_edges`), so a split can only fall between bins.
 
-Speed: a level's gradient histograms for (tree, node, feature, bin) are one sparse-dense
-product, the transposed one-hot bin matrix (features x bins, samples) times the masked
-gradients (samples, trees x nodes), with histogram subtraction (only left children are
-accumulated, right = parent - left). Gradients are rounded to a multiple of
-``2 ** -(52 - ceil(log2 n))`` before accumulation, so every histogram sum is exact in
-float64 whatever the summation order: results do not depend on the device or thread
-count, and two features that induce the same partition of a node have bitwise equal gains
-(a tie, broken at random as in scikit-learn).
+Speed: a level's gradient histograms for (tree, node, feature, bin) are sparse-dense
+products, the transposed one-hot bin matrix (features x bins, samples) times the masked
+gradients (samples, one block of trees per left child), with histogram subtraction (only
+left children are accumulated, right = parent - left). The sums are exact: gradients
+(|g| <= 1) are rounded to a multiple of about 2**-30 and split into two or three small
+balanced digits whose per-bin sums stay below 2**24, so the fast float32 kernel adds them
+without rounding and they are recombined in float64. Hence results do not depend on the
+device, thread count or summation order, and two features that induce the same partition
+of a node have bitwise equal gains: a tie. Ties are broken pseudo-randomly (scikit-learn
+draws a random feature order per node) by a hash of the seed, the stage, the node, and
+the *content* of the feature column and of the tree's target, so permuting the latents or
+relabelling a factor's classes changes no choice.
 """
 from __future__ import annotations
 
