@@ -203,3 +203,37 @@ def test_console_script_subprocess():
     assert bad.returncode == 1
     assert bad.stderr.strip().startswith("error: ") and "not a readable NumPy" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_dci_through_cli_matches_reference_and_writes_importance(tmp_path):
+    fixture = CONFORMANCE_DIR / "identity.npz"
+    expected = json.loads((CONFORMANCE_DIR / "identity.expected.json").read_text())
+    ref = expected["metrics"]["dci_dlib_gbt"]["values"]
+    out = tmp_path / "res"
+    result = score(fixture, "--factors", fixture, "--json", "--split", "contiguous",
+                   "--train-fraction", "0.9", "--device", "cpu", "--out", out)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert {"dci", "infomec"} <= payload.keys()
+    got = payload["dci"]
+    for key in ("disentanglement", "completeness", "informativeness_train",
+                "informativeness_test"):
+        tol = 0.03 if key in ("disentanglement", "completeness") else 0.02
+        assert got[key] == pytest.approx(ref[key], abs=tol), key
+    importance = np.load(out / "importance.npy")
+    assert importance.shape == (5, 5)
+    np.testing.assert_allclose(importance.sum(axis=0), 1.0, atol=1e-9)
+    np.testing.assert_allclose(importance, got["importance"])
+    assert (out / "importance.png").read_bytes()[:4] == b"\x89PNG"
+    assert payload["settings"]["dci"] == {"predictor": "gbt", "backend": "torch",
+                                          "split": "contiguous", "train_fraction": 0.9}
+
+
+def test_dci_table_and_options(small):
+    path, _, _ = small
+    result = score(path, "--factors", path, "--metrics", "dci", "--dci-predictor", "logistic",
+                   "--split", "random", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    assert "DCI disentanglement" in result.output
+    assert "DCI importance (rows = latents, columns = factors)" in result.output
+    assert "InfoM" not in result.output
