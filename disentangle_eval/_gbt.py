@@ -194,6 +194,157 @@ def _combine(limb_sums: list[torch.Tensor], weights: list[float]) -> torch.Tenso
     return out
 
 
+def _softmax_groups(slices: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """Runs of adjacent targets with equally many trees: (first tree, end, trees each).
+
+    ``k == 1`` marks binomial targets (one tree, sigmoid); a run of multinomial targets is
+    one softmax over a (rows, targets, k) view.
+    """
+    groups = []
+    for a, b in slices:
+        if groups and groups[-1][2] == b - a and groups[-1][1] == a:
+            groups[-1] = (groups[-1][0], b, b - a)
+        else:
+            groups.append((a, b, b - a))
+    return groups
+
+
+class _Histograms:
+    """Exact gradient and count histograms per (feature * bin, node, tree), on reused buffers.
+
+    The gradient digits (n, limbs, T) float32 (see :func:`fit_gbt_classifiers`) live in
+    ``digits`` (a view of a block-major buffer: blocks of ``block`` trees, each a
+    contiguous (n, block) matrix, so that every sparse product has a cache-sized
+    contiguous dense operand and a preallocated output). Trees are padded to
+    ``n_trees_pad`` (a multiple of ``block`` and ``pack``) with zero digits and masks.
+    Count histograms: the 0/1 node masks of ``pack`` trees share one float32 column as
+    base-2**count_bits digits (a bin holds at most 2**count_bits - 1 rows, so the digit
+    sums are exact and do not carry).
+    """
+
+    def __init__(self, onehot, n_trees, limbs, limb_weights, pack, count_bits, max_nodes,
+                 chunk_columns=48):
+        rows, n = onehot.shape
+        device = onehot.device
+        n_blocks = max(1, -(-n_trees // chunk_columns))
+        block = -(-n_trees // n_blocks)
+        block = -(-block // pack) * pack
+        self.onehot, self.n_trees, self.limbs, self.limb_weights = onehot, n_trees, limbs, \
+            limb_weights
+        self.pack, self.count_bits, self.n_blocks, self.block = pack, count_bits, n_blocks, block
+        self.n_trees_pad = n_blocks * block
+        self.n_count = self.n_trees_pad // pack
+        f32 = torch.float32
+        self._digits = torch.zeros(limbs, n_blocks, n, block, dtype=f32, device=device)
+        self.digits = self._digits.permute(2, 0, 1, 3)               # (n, limbs, S, W)
+        self._dense = torch.empty(max_nodes, limbs, n_blocks, n, block, dtype=f32,
+                                  device=device)
+        self._counts = torch.empty(n * max_nodes * self.n_count, dtype=f32, device=device)
+        self._sums = torch.empty(max_nodes, limbs, n_blocks, rows, block, dtype=f32,
+                                 device=device)
+        self._count_sums = torch.empty(rows * max_nodes * self.n_count, dtype=f32,
+                                       device=device)
+
+    def __call__(self, masks: torch.Tensor | None):
+        """Sums over the rows of each node: masks (n, nodes, n_trees_pad) float32 0/1, or
+        ``None`` for the root (every row; no counts). Returns float64 gradient sums
+        (R, nodes, T) and float32 counts (R, nodes, T) (``None`` for the root)."""
+        onehot, limbs, n_blocks, block = self.onehot, self.limbs, self.n_blocks, self.block
+        rows, n = onehot.shape
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
+            if masks is None:
+                nodes, operand = 1, self._digits[None]
+            else:
+                nodes = masks.shape[1]
+                operand = self._dense[:nodes]
+                torch.mul(self.digits[:, None],
+                          masks.view(n, nodes, 1, n_blocks, block),
+                          out=operand.permute(3, 0, 1, 2, 4))
+                counts = self._counts[:n * nodes * self.n_count].view(n, nodes, self.n_count)
+                grouped = masks.view(n, nodes, self.n_count, self.pack)
+                counts.copy_(grouped[:, :, :, 0])
+                for i in range(1, self.pack):
+                    counts.add_(grouped[:, :, :, i], alpha=2.0 ** (self.count_bits * i))
+                count_sums = self._count_sums[:rows * nodes * self.n_count].view(
+                    rows, nodes * self.n_count)
+                torch.mm(onehot, counts.view(n, nodes * self.n_count), out=count_sums)
+            sums = self._sums[:nodes]
+            for m in range(nodes):
+                for k in range(limbs):
+                    for s in range(n_blocks):
+                        torch.mm(onehot, operand[m, k, s], out=sums[m, k, s])
+        # (nodes, limbs, S, R, W) -> (R, nodes, S, W) per limb, recombined in float64.
+        out_g = torch.empty(rows, nodes, n_blocks, block, dtype=torch.float64,
+                            device=onehot.device)
+        out_g.copy_(sums[:, 0].permute(2, 0, 1, 3)).mul_(self.limb_weights[0])
+        for k in range(1, limbs):
+            out_g.add_(sums[:, k].permute(2, 0, 1, 3), alpha=self.limb_weights[k])
+        out_g = out_g.view(rows, nodes, self.n_trees_pad)[:, :, :self.n_trees]
+        if masks is None:
+            return out_g, None
+        packed = count_sums.to(torch.int32).view(rows, nodes, self.n_count, 1)
+        shifts = self.count_bits * torch.arange(self.pack, device=onehot.device,
+                                                dtype=torch.int32)
+        out_c = ((packed >> shifts) & (2 ** self.count_bits - 1)).to(torch.float32)
+        return out_g, out_c.view(rows, nodes, self.n_trees_pad)[:, :, :self.n_trees]
+
+
+def _best_splits(cum_g, cum_c, binned, importance, stage, n_nodes, seed_key, target_key,
+                 feature_key, tree_index):
+    """Best split of every (node, tree) from cumulative histograms (d, nb, nodes, T) of the
+    gradients (float64) and counts (float32, exact); adds the importances.
+
+    Returns the feature (nodes, T), the value threshold (nodes, T; +inf: no split) and the
+    bin threshold (nodes, T; rows with a larger bin go right).
+    """
+    d, nb, _, n_trees = cum_g.shape
+    device = cum_g.device
+    f64 = torch.float64
+    # For "bin <= b goes left" the squared-error decrease is n * dev^2 / (n_left * n_right),
+    # dev = sum_left - n_left * mean: no cancellation, so it is ranked in float32 (bitwise
+    # equal inputs, e.g. two features inducing the same partition, give equal scores).
+    tot_c = cum_c[:, -1:]
+    mean = cum_g[:, -1:] / tot_c.to(f64).clamp(min=1)
+    dev = torch.addcmul(cum_g, cum_c, mean, value=-1)                # (d, nb, nodes, T)
+    denom = (tot_c - cum_c).mul_(cum_c).clamp_(min=0.25)
+    score = dev.float().square_().div_(denom)
+    best_score, best_bin = score.max(1)                              # (d, nodes, T)
+    del score, denom
+    top = best_score.max(0).values                                   # (nodes, T)
+    tied = best_score == top
+    priority = _mix(_mix(_mix(seed_key, stage * 64 + n_nodes), target_key)[:, None]
+                    + torch.arange(n_nodes, device=device), feature_key[:, None, None])
+    feat = torch.where(tied, priority.transpose(1, 2), -1).argmax(0)  # (nodes, T)
+    b = best_bin.gather(0, feat[None]).squeeze(0)
+    # Cumulative counts of the chosen feature, (nodes, T, nb).
+    cc = cum_c.expand(d, nb, n_nodes, n_trees).gather(
+        0, feat[None, None].expand(1, nb, -1, -1)).squeeze(0)
+    cc = cc.permute(1, 2, 0).contiguous()
+    n_left = cc.gather(2, b.unsqueeze(2))                            # (nodes, T, 1)
+    n_node = cc[:, :, -1:]
+    split = ((n_left >= 1) & (n_left < n_node)).squeeze(2)
+    # Last non-empty bin on the left, first non-empty bin on the right (in the node).
+    b_left = torch.searchsorted(cc, n_left, side="left").squeeze(2)
+    b_right = torch.searchsorted(cc, n_left, side="right").squeeze(2).clamp(max=nb - 1)
+    m_index = torch.arange(n_nodes, device=device)[:, None].expand(-1, n_trees)
+    t_index = tree_index[None, :].expand(n_nodes, -1)
+    dev_best = dev[feat, b, m_index, t_index]
+    n_left, n_node = n_left.squeeze(2).to(f64), n_node.squeeze(2).to(f64)
+    gain = n_node * dev_best.square() / (n_left * (n_node - n_left)).clamp(min=1)
+    gain = torch.where(split, gain, 0.0)
+    # Accumulated tree by tree, node by node (a fixed order of the float64 sums).
+    importance.index_put_((t_index.T.contiguous(), feat.T.contiguous()), gain.T.contiguous(),
+                          accumulate=True)
+    lo = binned.bin_max[feat, b_left]
+    hi = binned.bin_min[feat, b_right]
+    threshold = lo / 2 + hi / 2                                      # scikit-learn's midpoint
+    threshold = torch.where(threshold == hi, lo, threshold)
+    threshold = torch.where(split, threshold, math.inf)
+    bin_threshold = torch.where(split, b_left, nb - 1)
+    return feat, threshold, bin_threshold
+
+
 @dataclass(frozen=True)
 class GBTFit:
     """Result of :func:`fit_gbt_classifiers`.
@@ -294,7 +445,6 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
     importance = torch.zeros(n_trees, max(d, 1), dtype=f64, device=device)
     if d:
         bins = binned.bins.T.to(torch.uint8 if nb <= 256 else torch.int64).contiguous()
-        bin_bits = max(1, int(nb).bit_length())
         x_test_active = x_test[:, binned.active].contiguous()        # (n_test, d)
         # Histogram sums are exact, in float32 (the fast sparse kernel): the negative
         # gradients (|g| <= 1) are rounded to multiples of 2**-(bits * limbs - 1) and
@@ -302,8 +452,8 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
         # sum stays below 2**24; the digit sums are recombined in float64.
         onehot = _bin_matrix(binned, torch.float32)
         hist_c0 = _spmm(onehot, torch.ones(n, 1, dtype=torch.float32, device=device))
-        hist_c0 = hist_c0.view(d, nb, 1, 1)                          # root counts
         largest_bin = int(hist_c0.max())
+        cum_c0 = hist_c0.view(d, nb, 1, 1).cumsum(1)                 # root counts
         bits = min(15, 24 - math.ceil(math.log2(largest_bin + 1)))
         limbs = math.ceil(30 / bits)
         if largest_bin >= 2 ** 20 or bits * limbs + math.log2(n + 1) > 52:
@@ -311,126 +461,112 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
                              f"({largest_bin} in one bin)")
         scale = 2.0 ** (bits * limbs - 1)
         limb_weights = [2.0 ** (bits * k) / scale for k in range(limbs)]
+        # Count histograms: the 0/1 node masks of ``pack`` trees share one float32 column
+        # as base-2**count_bits digits (a bin holds at most ``largest_bin`` rows).
+        count_bits = max(1, int(largest_bin).bit_length())
+        pack = max(1, min(4, 24 // count_bits))
+        half_max = max(1, 2 ** (max_depth - 2))
+        histograms = _Histograms(onehot, n_trees, limbs, limb_weights, pack, count_bits,
+                                 half_max)
+        n_trees_pad = histograms.n_trees_pad
+        mask_float = torch.zeros(n, half_max, n_trees_pad, dtype=torch.float32, device=device)
+        bin_bits = max(1, int(nb).bit_length())
         # Tie-breaking keys from content, not position: permuting the features or
         # relabelling the classes leaves every choice unchanged.
         feature_key = _content_key(binned.bins, _row_weights(n, device))
         seed_key = _mix(torch.tensor(int(seed) & _MASK31, device=device), 0x5EED)
-    tree_ids = torch.arange(n_trees, device=device, dtype=torch.int32)
+        q = torch.zeros(n, histograms.n_blocks, histograms.block, dtype=f64, device=device)
+        q_high = torch.zeros_like(q)                                 # zero padding
+        digits = histograms.digits                                   # (n, limbs, S, W)
+    tree_index = torch.arange(n_trees, device=device)
+    tree_ids = tree_index.to(torch.int32)
+    groups = _softmax_groups(slices)
+    raw_groups = [raw[:, a:b].reshape(n, -1, k).contiguous() for a, b, k in groups]
+    g = torch.empty_like(raw)
+    h = torch.empty_like(raw)
 
     for stage in tqdm(range(n_estimators), desc="DCI gradient boosting", unit="stage",
                       disable=None if progress else True, leave=False):
         # Probabilities: sigmoid (binomial) or softmax over each target's trees.
-        p = torch.empty_like(raw)
-        for a, b in slices:
-            if b - a == 1:
-                torch.sigmoid(raw[:, a:b], out=p[:, a:b])
-            else:
-                p[:, a:b] = torch.softmax(raw[:, a:b], dim=1)
-        g = y - p                                                    # negative gradient
-        h = p.mul_(1 - p)
+        # g: negative gradient y - p; h = p (1 - p).
+        for (a, b, k), raw_k in zip(groups, raw_groups):
+            p = torch.sigmoid(raw_k) if k == 1 else torch.softmax(raw_k, dim=2)
+            torch.sub(y[:, a:b].view(n, -1, k), p, out=g[:, a:b].view(n, -1, k))
+            torch.mul(p, torch.rsub(p, 1), out=h[:, a:b].view(n, -1, k))
         if d:
-            q = torch.round(g * scale)
-            digits = []                                              # (n, T) float32 each
-            for _ in range(limbs - 1):
-                high = torch.round(q * 2.0 ** -bits)
-                digits.append(q.sub_(high * 2.0 ** bits).float())
-                q = high
-            digits.append(q.float())
+            # q = round(g * scale) = sum_k digit_k * 2**(bits * k), digits balanced.
+            torch.mul(g, scale, out=q.view(n, -1)[:, :n_trees]).round_()
+            for k in range(limbs - 1):
+                torch.mul(q, 2.0 ** -bits, out=q_high).round_()
+                torch.sub(q, q_high, alpha=2.0 ** bits, out=digits[:, k])
+                q, q_high = q_high, q
+            digits[:, limbs - 1].copy_(q.view(digits[:, 0].shape))
 
         # Global node ids t * n_nodes + m: children of node k are 2k and 2k + 1.
+        # Histograms and split tables are laid out (feature * bin, node, tree).
         node = tree_ids[None, :].expand(n, n_trees)
         node_test = tree_ids[None, :].expand(n_test, n_trees)
         for level in range(max_depth if d else 0):
             n_nodes = 2 ** level
+            # Cumulative histograms over the bins, (d, nb, nodes, T): exact sums, so the
+            # right child's is the parent's minus the left child's.
             if level == 0:
-                hist_g = _combine([_spmm(onehot, digit) for digit in digits], limb_weights)
-                hist_g = hist_g.view(d, nb, n_trees, 1)
-                hist_c = hist_c0
+                cum_g = histograms(None)[0].view(d, nb, 1, n_trees).cumsum(1)
+                cum_c = cum_c0
             else:
-                # Left children only (even ids); right = parent - left.
                 half = n_nodes // 2
-                left_slot = torch.where((node & 1) == 0, node >> 1, -1)   # (n, T)
-                # One block of T columns per left child: 1 where the row is in the left
-                # child of node (t, m) (blocks of T columns keep the product cache-sized).
-                sums_g, sums_c = [], []
-                for m in range(half):
-                    mask = (left_slot == tree_ids * half + m).float()       # (n, T)
-                    sums_g.append(_combine([_spmm(onehot, digit * mask) for digit in digits],
-                                           limb_weights))
-                    sums_c.append(_spmm(onehot, mask))
-                left_g = torch.stack(sums_g, -1).view(d, nb, n_trees, half)
-                left_c = torch.stack(sums_c, -1).view(d, nb, n_trees, half)
-                hist_g = torch.stack([left_g, hist_g - left_g], -1).view(d, nb, n_trees, n_nodes)
-                hist_c = torch.stack([left_c, hist_c - left_c], -1).view(d, nb, n_trees, n_nodes)
+                # Left children only (even local ids).
+                masks = mask_float[:, :half]                          # (n, half, T_pad)
+                torch.eq(node[:, None, :], (tree_ids * n_nodes)[None, None, :]
+                         + 2 * torch.arange(half, device=device, dtype=torch.int32)[:, None],
+                         out=masks[:, :, :n_trees])
+                left_g, left_c = histograms(masks)
+                new_g = torch.empty(d, nb, half, 2, n_trees, dtype=f64, device=device)
+                new_c = torch.empty(d, nb, half, 2, n_trees, dtype=torch.float32,
+                                    device=device)
+                torch.cumsum(left_g.view(d, nb, half, n_trees), 1, out=new_g[:, :, :, 0])
+                torch.cumsum(left_c.view(d, nb, half, n_trees), 1, out=new_c[:, :, :, 0])
+                torch.sub(cum_g, new_g[:, :, :, 0], out=new_g[:, :, :, 1])
+                torch.sub(cum_c, new_c[:, :, :, 0], out=new_c[:, :, :, 1])
+                cum_g = new_g.view(d, nb, n_nodes, n_trees)
+                cum_c = new_c.view(d, nb, n_nodes, n_trees)
+            feat, threshold, bin_threshold = _best_splits(
+                cum_g, cum_c, binned, importance, stage, n_nodes, seed_key, target_key,
+                feature_key, tree_index)
 
-            # Split search. For "bin <= b goes left" the squared-error decrease is
-            # n * dev^2 / (n_left * n_right), dev = sum_left - n_left * mean: no
-            # cancellation, so it is ranked in float32 (bitwise equal inputs, e.g. two
-            # features inducing the same partition, still give bitwise equal scores).
-            cum_g = hist_g.cumsum(1)                                 # exact, float64
-            cum_c = hist_c.cumsum(1)                                 # exact, float32
-            tot_c = cum_c[:, -1:]
-            mean = cum_g[:, -1:] / tot_c.to(f64).clamp(min=1)
-            dev = cum_g.addcmul_(cum_c, mean, value=-1)              # (d, nb, T, nodes)
-            denom = (tot_c - cum_c).mul_(cum_c).clamp_(min=0.25)
-            score = dev.float().square_().div_(denom)
-            best_score, best_bin = score.max(1)                      # (d, T, nodes)
-            del score, denom
-            top = best_score.max(0).values                           # (T, nodes)
-            tied = best_score == top
-            priority = _mix(_mix(_mix(seed_key, stage * 64 + n_nodes), target_key)[:, None]
-                            + torch.arange(n_nodes, device=device), feature_key[:, None, None])
-            feat = torch.where(tied, priority, -1).argmax(0)         # (T, nodes)
-            b = best_bin.gather(0, feat[None]).squeeze(0)
-            # Cumulative counts of the chosen feature, (T, nodes, nb).
-            cc = cum_c.expand(d, nb, n_trees, n_nodes).gather(
-                0, feat[None, None].expand(1, nb, -1, -1)).squeeze(0)
-            cc = cc.permute(1, 2, 0).contiguous()
-            n_left = cc.gather(2, b.unsqueeze(2))                    # (T, nodes, 1)
-            n_node = cc[:, :, -1:]
-            split = ((n_left >= 1) & (n_left < n_node)).squeeze(2)
-            # Last non-empty bin on the left, first non-empty bin on the right (in node).
-            b_left = torch.searchsorted(cc, n_left, side="left").squeeze(2)
-            b_right = torch.searchsorted(cc, n_left, side="right").squeeze(2).clamp(max=nb - 1)
-            t_index = tree_ids[:, None].long().expand(-1, n_nodes)
-            m_index = torch.arange(n_nodes, device=device)[None, :].expand(n_trees, -1)
-            dev_best = dev[feat, b, t_index, m_index]
-            n_left, n_node = n_left.squeeze(2).to(f64), n_node.squeeze(2).to(f64)
-            gain = n_node * dev_best.square() / (n_left * (n_node - n_left)).clamp(min=1)
-            gain = torch.where(split, gain, 0.0)
-            importance.index_put_((t_index, feat), gain, accumulate=True)
-            lo = binned.bin_max[feat, b_left]
-            hi = binned.bin_min[feat, b_right]
-            threshold = lo / 2 + hi / 2                              # scikit-learn's midpoint
-            threshold = torch.where(threshold == hi, lo, threshold)
-            threshold = torch.where(split, threshold, math.inf).view(-1)
-            bin_threshold = torch.where(split, b_left, nb - 1).view(-1)
-            feat = feat.view(-1)
-            del dev, cum_g, cum_c
-
-            # Route: training rows by bin, test rows by value.
-            key = ((feat << bin_bits) | bin_threshold).to(torch.int32)   # one lookup per row
-            key = key.index_select(0, node.reshape(-1)).view(n, n_trees)
-            go_right = bins.gather(1, (key >> bin_bits).long()) > (key & (2 ** bin_bits - 1))
-            flat_test = node_test.reshape(-1)
-            f_test = feat.index_select(0, flat_test).view(n_test, n_trees)
-            go_right_test = (x_test_active.gather(1, f_test)
-                             > threshold.index_select(0, flat_test).view(n_test, n_trees))
-            node = (node << 1) | go_right
-            node_test = (node_test << 1) | go_right_test
+            # Route: training rows by bin, test rows by value; tables per (tree, node).
+            feat = feat.T.reshape(-1)
+            threshold = threshold.T.reshape(-1)
+            bin_threshold = bin_threshold.T.reshape(-1).to(bins.dtype)
+            if level == 0:                                            # node = tree
+                go_right = bins.gather(1, feat.expand(n, n_trees)) > bin_threshold
+                go_right_test = (x_test_active.gather(1, feat.expand(n_test, n_trees))
+                                 > threshold)
+            else:
+                flat = node.reshape(-1)
+                go_right = (bins.gather(1, feat.index_select(0, flat).view(n, n_trees))
+                            > bin_threshold.index_select(0, flat).view(n, n_trees))
+                flat_test = node_test.reshape(-1)
+                f_test = feat.index_select(0, flat_test).view(n_test, n_trees)
+                go_right_test = (x_test_active.gather(1, f_test)
+                                 > threshold.index_select(0, flat_test).view(n_test, n_trees))
+            node = torch.add(go_right, node, alpha=2)
+            node_test = torch.add(go_right_test, node_test, alpha=2)
         if not d:  # no usable feature: every tree is a single leaf
             node = tree_ids[None, :].expand(n, n_trees) * 2 ** max_depth
             node_test = tree_ids[None, :].expand(n_test, n_trees) * 2 ** max_depth
 
         # Leaf values: one Newton step.
         n_slots = n_trees * 2 ** max_depth
-        flat = node.reshape(-1).long()
+        flat = node.reshape(-1)
         sum_g = torch.zeros(n_slots, dtype=f64, device=device).index_add_(0, flat, g.view(-1))
         sum_h = torch.zeros(n_slots, dtype=f64, device=device).index_add_(0, flat, h.view(-1))
         value = torch.where(sum_h.abs() < 1e-150, 0.0,
                             newton_leaf * sum_g / torch.where(sum_h == 0, 1.0, sum_h))
         value = value.mul_(learning_rate)
-        raw += value.index_select(0, flat).view(n, n_trees)
+        step = value.index_select(0, flat).view(n, n_trees)
+        for (a, b, k), raw_k in zip(groups, raw_groups):
+            raw_k += step[:, a:b].view(n, -1, k)
         raw_test += value.index_select(0, node_test.reshape(-1)).view(n_test, n_trees)
 
     # Importance per target: sum over its trees, normalised.
@@ -441,6 +577,8 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
         imp[:, binned.active] = per_target.abs()
     total = imp.sum(1, keepdim=True)
     imp = torch.where(total > 0, imp / torch.where(total > 0, total, 1.0), 0.0)
+
+    raw = torch.cat([raw_k.view(n, -1) for raw_k in raw_groups], 1)
 
     def predict(raw_values):
         out = []
