@@ -290,3 +290,25 @@ def test_console_script_subprocess(tmp_path):
                            "smoke", "--out", str(tmp_path / "run")], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_truncate_log_drops_rows_after_the_checkpoint_and_partial_rows(tmp_path):
+    from reference_models.training.loop import _truncate_log
+
+    path = tmp_path / "log.csv"
+    path.write_text("step,loss,tc\n1,0.5,0.1\n2,0.4,0.1\n3,0.3,0.1\n4,0.2")
+    _truncate_log(path, 3)
+    assert path.read_text() == "step,loss,tc\n1,0.5,0.1\n2,0.4,0.1\n3,0.3,0.1\n"
+    _truncate_log(path, 1)
+    assert path.read_text() == "step,loss,tc\n1,0.5,0.1\n"
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    _truncate_log(empty, 5)
+    assert empty.read_text() == ""
+
+
+def test_train_needs_a_spec_unless_resuming(tmp_path):
+    with pytest.raises(ValueError, match="spec is required"):
+        train(tmp_path / "run", None)
+    with pytest.raises(RunFolderError, match="nothing to resume"):
+        train(tmp_path / "run", None, resume=True)

@@ -216,9 +216,18 @@ def _truncate_log(path: Path, step: int) -> None:
         return
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
-    kept = rows[:1] + [row for row in rows[1:] if row and int(row[0]) <= step]
+    if not rows:
+        return
+    # complete rows only (a row cut short by a crash has fewer fields)
+    kept = rows[:1] + [row for row in rows[1:]
+                       if len(row) == len(rows[0]) and int(row[0]) <= step]
     with atomic_write(path, "w") as handle:
         csv.writer(handle, lineterminator="\n").writerows(kept)
+
+
+def _log_header(path: Path) -> list[str] | None:
+    with open(path, newline="") as handle:
+        return next(csv.reader(handle), None)
 
 
 def train(run_dir: str | os.PathLike, spec: RunSpec | None, *, device: str = "auto",
@@ -269,6 +278,8 @@ def train(run_dir: str | os.PathLike, spec: RunSpec | None, *, device: str = "au
     from reference_models.models import build_model
 
     run_dir = Path(run_dir)
+    if spec is None and not resume:
+        raise ValueError("spec is required unless resume=True")
     device = resolve_device(device)
     spec = prepare_run_folder(run_dir, spec, resume=resume, force=force)
     mcfg, tcfg = spec.model_config, spec.train_config
@@ -375,8 +386,9 @@ def train(run_dir: str | os.PathLike, spec: RunSpec | None, *, device: str = "au
                 row = {"step": step, "lr": lr, "tau": tau,
                        **{key: value / count for key, value in running.items()}}
                 running = {}
-                if log_writer is None:
-                    log_writer = csv.DictWriter(log_handle, fieldnames=list(row),
+                if log_writer is None:  # a resumed run keeps the file's column order
+                    header = _log_header(files[LOG]) or list(row)
+                    log_writer = csv.DictWriter(log_handle, fieldnames=header,
                                                 lineterminator="\n")
                     if log_handle.tell() == 0:
                         log_writer.writeheader()
