@@ -312,3 +312,18 @@ def test_train_needs_a_spec_unless_resuming(tmp_path):
         train(tmp_path / "run", None)
     with pytest.raises(RunFolderError, match="nothing to resume"):
         train(tmp_path / "run", None, resume=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["ae", "betavae", "bioae", "dvae", "factordvae", "factorvae",
+                                   "factorvqvae", "qlae", "qvae", "vqvae"])
+def test_every_model_trains_and_draws(tmp_path, model):
+    """Each registered model (factorqvae: above) through train -> scores -> figures."""
+    metrics = train(tmp_path / model, _spec(model, steps=2), device="cpu")
+    assert all(np.isfinite(metrics["table"][k]) for k in ("D", "I", "InfoE", "MSE"))
+    figures = {p.stem for p in (tmp_path / model / "figures").glob("*.png")}
+    expected = {"traversals", "swaps", "reconstructions", "nmi", "importance"}
+    quantised = model in ("dvae", "factordvae", "factorvqvae", "qlae", "qvae", "vqvae")
+    assert figures == expected | ({"codebook_usage"} if quantised else set())
+    with np.load(tmp_path / model / "latents.npz") as z:
+        assert (z["latents"].dtype == np.int64) == quantised
