@@ -32,16 +32,21 @@ equal-mass bins whose edges sit in the widest local gaps of its training values 
 
 Speed: a level's gradient histograms for (tree, node, feature, bin) are sparse-dense
 products, the transposed one-hot bin matrix (features x bins, samples) times the masked
-gradients (samples, one block of trees per left child), with histogram subtraction (only
-left children are accumulated, right = parent - left). The sums are exact: gradients
-(|g| <= 1) are rounded to a multiple of about 2**-30 and split into two or three small
-balanced digits whose per-bin sums stay below 2**24, so the fast float32 kernel adds them
-without rounding and they are recombined in float64. Hence results do not depend on the
-device, thread count or summation order, and two features that induce the same partition
-of a node have bitwise equal gains: a tie. Ties are broken pseudo-randomly (scikit-learn
-draws a random feature order per node) by a hash of the seed, the stage, the node, and
-the *content* of the feature column and of the tree's target, so permuting the latents or
-relabelling a factor's classes changes no choice.
+gradients (samples, trees) of each left child, with histogram subtraction (only left
+children are accumulated; right = parent - left, taken on the cumulative histograms). The
+sums are exact: gradients (|g| <= 1) are rounded to a multiple of about 2**-30 and split
+into two or three small balanced digits whose per-bin sums stay below 2**24, so the fast
+float32 kernel adds them without rounding and they are recombined in float64; the 0/1
+node masks of up to four trees share one float32 count column as base-2**k digits (k bits
+hold the largest bin's count). The dense operand is stored in blocks of at most about 48
+trees, each a contiguous (samples, block) matrix; it, the products and the split-search
+temporaries live in buffers reused across levels and stages (:class:`_Histograms`,
+:class:`_Workspace`). Hence results do not depend on the device, thread count or
+summation order, and two features that induce the same partition of a node have bitwise
+equal gains: a tie. Ties are broken pseudo-randomly (scikit-learn draws a random feature
+order per node) by a hash of the seed, the stage, the node, and the *content* of the
+feature column and of the tree's target, so permuting the latents or relabelling a
+factor's classes changes no choice.
 """
 from __future__ import annotations
 
@@ -186,14 +191,6 @@ def _content_key(rows: torch.Tensor, row_weights: torch.Tensor) -> torch.Tensor:
     return (((rows & 0xFF) * row_weights).sum(1) + rows.shape[1]) & _MASK31
 
 
-def _combine(limb_sums: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
-    """Float64 sum of float32 digit sums times their weights (exact: integer multiples)."""
-    out = limb_sums[0].to(torch.float64).mul_(weights[0])
-    for part, weight in zip(limb_sums[1:], weights[1:]):
-        out.add_(part, alpha=weight)
-    return out
-
-
 def _softmax_groups(slices: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
     """Runs of adjacent targets with equally many trees: (first tree, end, trees each).
 
@@ -207,6 +204,26 @@ def _softmax_groups(slices: list[tuple[int, int]]) -> list[tuple[int, int, int]]
         else:
             groups.append((a, b, b - a))
     return groups
+
+
+class _Workspace:
+    """Named flat buffers reused across levels and stages.
+
+    Fresh multi-megabyte temporaries are page-faulted in on every allocation on CPU (the
+    allocator returns them to the system), which costs as much as the arithmetic.
+    """
+
+    def __init__(self, device):
+        self.device = device
+        self._buffers = {}
+
+    def get(self, name: str, shape, dtype: torch.dtype) -> torch.Tensor:
+        numel = math.prod(shape)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.numel() < numel or buffer.dtype != dtype:
+            buffer = torch.empty(numel, dtype=dtype, device=self.device)
+            self._buffers[name] = buffer
+        return buffer[:numel].view(shape)
 
 
 class _Histograms:
@@ -223,7 +240,8 @@ class _Histograms:
     """
 
     def __init__(self, onehot, n_trees, limbs, limb_weights, pack, count_bits, max_nodes,
-                 chunk_columns=48):
+                 workspace, chunk_columns=48):
+        self.workspace = workspace
         rows, n = onehot.shape
         device = onehot.device
         n_blocks = max(1, -(-n_trees // chunk_columns))
@@ -275,23 +293,25 @@ class _Histograms:
                     for s in range(n_blocks):
                         torch.mm(onehot, operand[m, k, s], out=sums[m, k, s])
         # (nodes, limbs, S, R, W) -> (R, nodes, S, W) per limb, recombined in float64.
-        out_g = torch.empty(rows, nodes, n_blocks, block, dtype=torch.float64,
-                            device=onehot.device)
+        out_g = self.workspace.get("hist_g", (rows, nodes, n_blocks, block), torch.float64)
         out_g.copy_(sums[:, 0].permute(2, 0, 1, 3)).mul_(self.limb_weights[0])
         for k in range(1, limbs):
             out_g.add_(sums[:, k].permute(2, 0, 1, 3), alpha=self.limb_weights[k])
         out_g = out_g.view(rows, nodes, self.n_trees_pad)[:, :, :self.n_trees]
         if masks is None:
             return out_g, None
-        packed = count_sums.to(torch.int32).view(rows, nodes, self.n_count, 1)
-        shifts = self.count_bits * torch.arange(self.pack, device=onehot.device,
-                                                dtype=torch.int32)
-        out_c = ((packed >> shifts) & (2 ** self.count_bits - 1)).to(torch.float32)
+        packed = self.workspace.get("packed", (rows, nodes, self.n_count, 1), torch.int32)
+        packed.copy_(count_sums.view(rows, nodes, self.n_count, 1))
+        out_c = self.workspace.get("hist_c", (rows, nodes, self.n_count, self.pack),
+                                   torch.float32)
+        for i in range(self.pack):
+            torch.bitwise_and(packed >> (self.count_bits * i), 2 ** self.count_bits - 1,
+                              out=out_c[:, :, :, i:i + 1])
         return out_g, out_c.view(rows, nodes, self.n_trees_pad)[:, :, :self.n_trees]
 
 
 def _best_splits(cum_g, cum_c, binned, importance, stage, n_nodes, seed_key, target_key,
-                 feature_key, tree_index):
+                 feature_key, tree_index, workspace):
     """Best split of every (node, tree) from cumulative histograms (d, nb, nodes, T) of the
     gradients (float64) and counts (float32, exact); adds the importances.
 
@@ -306,11 +326,14 @@ def _best_splits(cum_g, cum_c, binned, importance, stage, n_nodes, seed_key, tar
     # equal inputs, e.g. two features inducing the same partition, give equal scores).
     tot_c = cum_c[:, -1:]
     mean = cum_g[:, -1:] / tot_c.to(f64).clamp(min=1)
-    dev = torch.addcmul(cum_g, cum_c, mean, value=-1)                # (d, nb, nodes, T)
-    denom = (tot_c - cum_c).mul_(cum_c).clamp_(min=0.25)
-    score = dev.float().square_().div_(denom)
+    dev = workspace.get("dev", cum_g.shape, f64)                     # (d, nb, nodes, T)
+    torch.addcmul(cum_g, cum_c, mean, value=-1, out=dev)
+    denom = workspace.get("denom", torch.broadcast_shapes(tot_c.shape, cum_c.shape),
+                          torch.float32)
+    torch.sub(tot_c, cum_c, out=denom).mul_(cum_c).clamp_(min=0.25)
+    score = workspace.get("score", cum_g.shape, torch.float32)
+    score.copy_(dev).square_().div_(denom)
     best_score, best_bin = score.max(1)                              # (d, nodes, T)
-    del score, denom
     top = best_score.max(0).values                                   # (nodes, T)
     tied = best_score == top
     priority = _mix(_mix(_mix(seed_key, stage * 64 + n_nodes), target_key)[:, None]
@@ -318,9 +341,11 @@ def _best_splits(cum_g, cum_c, binned, importance, stage, n_nodes, seed_key, tar
     feat = torch.where(tied, priority.transpose(1, 2), -1).argmax(0)  # (nodes, T)
     b = best_bin.gather(0, feat[None]).squeeze(0)
     # Cumulative counts of the chosen feature, (nodes, T, nb).
-    cc = cum_c.expand(d, nb, n_nodes, n_trees).gather(
-        0, feat[None, None].expand(1, nb, -1, -1)).squeeze(0)
-    cc = cc.permute(1, 2, 0).contiguous()
+    cell = (torch.arange(n_nodes, device=device)[:, None] * n_trees
+            + torch.arange(n_trees, device=device))                  # (nodes, T)
+    at = ((feat * nb * n_nodes * n_trees + cell)[:, :, None]
+          + torch.arange(nb, device=device) * (n_nodes * n_trees))   # (nodes, T, nb)
+    cc = cum_c.expand(d, nb, n_nodes, n_trees).reshape(-1).take(at)
     n_left = cc.gather(2, b.unsqueeze(2))                            # (nodes, T, 1)
     n_node = cc[:, :, -1:]
     split = ((n_left >= 1) & (n_left < n_node)).squeeze(2)
@@ -466,11 +491,11 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
         count_bits = max(1, int(largest_bin).bit_length())
         pack = max(1, min(4, 24 // count_bits))
         half_max = max(1, 2 ** (max_depth - 2))
+        workspace = _Workspace(device)
         histograms = _Histograms(onehot, n_trees, limbs, limb_weights, pack, count_bits,
-                                 half_max)
+                                 half_max, workspace)
         n_trees_pad = histograms.n_trees_pad
         mask_float = torch.zeros(n, half_max, n_trees_pad, dtype=torch.float32, device=device)
-        bin_bits = max(1, int(nb).bit_length())
         # Tie-breaking keys from content, not position: permuting the features or
         # relabelling the classes leaves every choice unchanged.
         feature_key = _content_key(binned.bins, _row_weights(n, device))
@@ -511,7 +536,8 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
             # Cumulative histograms over the bins, (d, nb, nodes, T): exact sums, so the
             # right child's is the parent's minus the left child's.
             if level == 0:
-                cum_g = histograms(None)[0].view(d, nb, 1, n_trees).cumsum(1)
+                cum_g = workspace.get("cum_g0", (d, nb, 1, n_trees), f64)
+                torch.cumsum(histograms(None)[0].view(d, nb, 1, n_trees), 1, out=cum_g)
                 cum_c = cum_c0
             else:
                 half = n_nodes // 2
@@ -521,9 +547,9 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
                          + 2 * torch.arange(half, device=device, dtype=torch.int32)[:, None],
                          out=masks[:, :, :n_trees])
                 left_g, left_c = histograms(masks)
-                new_g = torch.empty(d, nb, half, 2, n_trees, dtype=f64, device=device)
-                new_c = torch.empty(d, nb, half, 2, n_trees, dtype=torch.float32,
-                                    device=device)
+                new_g = workspace.get(f"cum_g{level % 2}", (d, nb, half, 2, n_trees), f64)
+                new_c = workspace.get(f"cum_c{level % 2}", (d, nb, half, 2, n_trees),
+                                      torch.float32)
                 torch.cumsum(left_g.view(d, nb, half, n_trees), 1, out=new_g[:, :, :, 0])
                 torch.cumsum(left_c.view(d, nb, half, n_trees), 1, out=new_c[:, :, :, 0])
                 torch.sub(cum_g, new_g[:, :, :, 0], out=new_g[:, :, :, 1])
@@ -532,7 +558,7 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
                 cum_c = new_c.view(d, nb, n_nodes, n_trees)
             feat, threshold, bin_threshold = _best_splits(
                 cum_g, cum_c, binned, importance, stage, n_nodes, seed_key, target_key,
-                feature_key, tree_index)
+                feature_key, tree_index, workspace)
 
             # Route: training rows by bin, test rows by value; tables per (tree, node).
             feat = feat.T.reshape(-1)
