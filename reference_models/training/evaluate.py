@@ -86,13 +86,23 @@ def score_latents(latents: np.ndarray, factors: np.ndarray, *, n_train: int, dis
     train_fraction = n_train / n
     if math.ceil(train_fraction * n) != n_train:  # guard the float round trip
         train_fraction = math.nextafter(train_fraction, 0.0)
+    fallback = []
     with warnings.catch_warnings(record=True) as recorded:
         warnings.simplefilter("always")
-        dci_result = dci(latents, factors, split="contiguous", train_fraction=train_fraction,
-                         seed=seed, device=device)
+        try:
+            dci_result = dci(latents, factors, split="contiguous",
+                             train_fraction=train_fraction, seed=seed, device=device)
+        except ValueError as exc:
+            # The batched torch trees refuse some inputs the reference path handles; a
+            # data problem fails again here and propagates.
+            dci_result = dci(latents, factors, split="contiguous",
+                             train_fraction=train_fraction, seed=seed, backend="sklearn")
+            fallback.append(f"DCI: the torch backend failed ({exc}); scored with the "
+                            "scikit-learn backend")
         info = infomec(latents, factors, discrete=discrete, device=device, seed=seed)
-    caught = sorted({str(w.message) for w in recorded
-                     if not issubclass(w.category, (DeprecationWarning, FutureWarning))})
+    caught = fallback + sorted({str(w.message) for w in recorded
+                                if not issubclass(w.category, (DeprecationWarning,
+                                                               FutureWarning))})
     report = {
         "dci": {"disentanglement": float(dci_result.disentanglement),
                 "completeness": float(dci_result.completeness),
@@ -101,7 +111,8 @@ def score_latents(latents: np.ndarray, factors: np.ndarray, *, n_train: int, dis
                 "importance": dci_result.importance.tolist(),
                 "importance_layout": "rows = latents, columns = factors",
                 "split": "contiguous", "n_train": int(dci_result.n_train),
-                "n_test": int(dci_result.n_test), "predictor": dci_result.predictor},
+                "n_test": int(dci_result.n_test), "predictor": dci_result.predictor,
+                "backend": dci_result.backend},
         "infomec": {"infom": float(info.infom), "infoe": float(info.infoe),
                     "infoc": float(info.infoc), "nmi": info.nmi.tolist(),
                     "nmi_layout": "rows = factors, columns = latents",
