@@ -481,6 +481,9 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
         cum_c0 = hist_c0.view(d, nb, 1, 1).cumsum(1)                 # root counts
         bits = min(15, 24 - math.ceil(math.log2(largest_bin + 1)))
         limbs = math.ceil(30 / bits)
+        # As few bits per digit as the limb count allows: the 30-bit total stays put and
+        # the float64 recombination keeps room for n rows (code latents fill bins).
+        bits = math.ceil(30 / limbs)
         if largest_bin >= 2 ** 20 or bits * limbs + math.log2(n + 1) > 52:
             raise ValueError("too many training rows for exact float32 histograms "
                              f"({largest_bin} in one bin)")

@@ -133,6 +133,22 @@ def test_torch_gbt_matches_sklearn_on_exactly_binned_latents():
                                atol=0.02)
 
 
+def test_torch_gbt_on_code_latents_with_crowded_bins():
+    # Codes of a quantised model: 16 values per latent put ~600 training rows in a bin,
+    # which the exact digit histograms must handle (a regression: they once refused).
+    rng = np.random.default_rng(3)
+    factors = rng.integers(0, [3, 4], size=(12000, 2))
+    codes = np.stack([factors[:, 0] * 5 + rng.integers(0, 2, 12000),
+                      (factors[:, 1] * 4 + rng.integers(0, 4, 12000)) % 16,
+                      rng.integers(0, 16, 12000)], 1)
+    kwargs = dict(split="contiguous", train_fraction=0.8, seed=0)
+    ours = dci(codes, factors, backend="torch", device="cpu", **kwargs)
+    ref = dci(codes, factors, backend="sklearn", n_jobs=1, **kwargs)
+    np.testing.assert_allclose(ours.importance, ref.importance, atol=0.02)
+    assert ours.informativeness_test == pytest.approx(ref.informativeness_test, abs=0.01)
+    assert ours.disentanglement == pytest.approx(ref.disentanglement, abs=0.01)
+
+
 # --- API: shapes, columns, invariances ----------------------------------------------
 
 def _small_problem(n=400, seed=0):
