@@ -34,11 +34,13 @@ Speed: a level's gradient histograms for (tree, node, feature, bin) are sparse-d
 products, the transposed one-hot bin matrix (features x bins, samples) times the masked
 gradients (samples, trees) of each left child, with histogram subtraction (only left
 children are accumulated; right = parent - left, taken on the cumulative histograms). The
-sums are exact: gradients (|g| <= 1) are rounded to a multiple of about 2**-30 and split
-into two or three small balanced digits whose per-bin sums stay below 2**24, so the fast
-float32 kernel adds them without rounding and they are recombined in float64; the 0/1
-node masks of up to four trees share one float32 count column as base-2**k digits (k bits
-hold the largest bin's count). The dense operand is stored in blocks of at most about 48
+sums are exact: gradients (|g| <= 1) are rounded to multiples of 2**-30, so with fewer
+than 2**22 training rows every partial sum is an integer multiple of 2**-30 below 2**22,
+which float64 holds exactly; the 0/1 node masks of several trees share one float64
+count column as base-2**k digits (k bits hold the largest bin's count). On CPU the
+targets are shared out to worker threads (``workers``), whole targets each: two
+single-threaded fits of half the trees each beat one fit whose small element-wise steps
+are split over two threads. The dense operand is stored in blocks of at most about 48
 trees, each a contiguous (samples, block) matrix; it, the products and the split-search
 temporaries live in buffers reused across levels and stages (:class:`_Histograms`,
 :class:`_Workspace`). Hence results do not depend on the device, thread count or
@@ -229,56 +231,53 @@ class _Workspace:
 class _Histograms:
     """Exact gradient and count histograms per (feature * bin, node, tree), on reused buffers.
 
-    The gradient digits (n, limbs, T) float32 (see :func:`fit_gbt_classifiers`) live in
-    ``digits`` (a view of a block-major buffer: blocks of ``block`` trees, each a
+    The rounded gradients (n, T) (integers, see :func:`fit_gbt_classifiers`) live in
+    ``grad`` (a view of a block-major float64 buffer: blocks of ``block`` trees, each a
     contiguous (n, block) matrix, so that every sparse product has a cache-sized
     contiguous dense operand and a preallocated output). Trees are padded to
-    ``n_trees_pad`` (a multiple of ``block`` and ``pack``) with zero digits and masks.
-    Count histograms: the 0/1 node masks of ``pack`` trees share one float32 column as
+    ``n_trees_pad`` (a multiple of ``block`` and ``pack``) with zero gradients and masks.
+    Count histograms: the 0/1 node masks of ``pack`` trees share one float64 column as
     base-2**count_bits digits (a bin holds at most 2**count_bits - 1 rows, so the digit
     sums are exact and do not carry).
     """
 
-    def __init__(self, onehot, n_trees, limbs, limb_weights, pack, count_bits, max_nodes,
-                 workspace, chunk_columns=48):
+    def __init__(self, onehot, n_trees, grad_unit, pack, count_bits, max_nodes, workspace,
+                 chunk_columns=48):
         self.workspace = workspace
         rows, n = onehot.shape
         device = onehot.device
         n_blocks = max(1, -(-n_trees // chunk_columns))
         block = -(-n_trees // n_blocks)
         block = -(-block // pack) * pack
-        self.onehot, self.n_trees, self.limbs, self.limb_weights = onehot, n_trees, limbs, \
-            limb_weights
+        self.onehot = onehot
+        self.n_trees, self.grad_unit = n_trees, grad_unit
         self.pack, self.count_bits, self.n_blocks, self.block = pack, count_bits, n_blocks, block
         self.n_trees_pad = n_blocks * block
         self.n_count = self.n_trees_pad // pack
-        f32 = torch.float32
-        self._digits = torch.zeros(limbs, n_blocks, n, block, dtype=f32, device=device)
-        self.digits = self._digits.permute(2, 0, 1, 3)               # (n, limbs, S, W)
-        self._dense = torch.empty(max_nodes, limbs, n_blocks, n, block, dtype=f32,
-                                  device=device)
-        self._counts = torch.empty(n * max_nodes * self.n_count, dtype=f32, device=device)
-        self._sums = torch.empty(max_nodes, limbs, n_blocks, rows, block, dtype=f32,
-                                 device=device)
-        self._count_sums = torch.empty(rows * max_nodes * self.n_count, dtype=f32,
+        f64 = torch.float64
+        self._grad = torch.zeros(n_blocks, n, block, dtype=f64, device=device)
+        self.grad = self._grad.permute(1, 0, 2)                     # (n, S, W)
+        self._dense = torch.empty(max_nodes, n_blocks, n, block, dtype=f64, device=device)
+        self._counts = torch.empty(n * max_nodes * self.n_count, dtype=f64, device=device)
+        self._sums = torch.empty(max_nodes, n_blocks, rows, block, dtype=f64, device=device)
+        self._count_sums = torch.empty(rows * max_nodes * self.n_count, dtype=f64,
                                        device=device)
 
     def __call__(self, masks: torch.Tensor | None):
-        """Sums over the rows of each node: masks (n, nodes, n_trees_pad) float32 0/1, or
+        """Sums over the rows of each node: masks (n, nodes, n_trees_pad) float64 0/1, or
         ``None`` for the root (every row; no counts). Returns float64 gradient sums
         (R, nodes, T) and float32 counts (R, nodes, T) (``None`` for the root)."""
-        onehot, limbs, n_blocks, block = self.onehot, self.limbs, self.n_blocks, self.block
+        onehot, n_blocks, block = self.onehot, self.n_blocks, self.block
         rows, n = onehot.shape
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
             if masks is None:
-                nodes, operand = 1, self._digits[None]
+                nodes, operand = 1, self._grad[None]
             else:
                 nodes = masks.shape[1]
                 operand = self._dense[:nodes]
-                torch.mul(self.digits[:, None],
-                          masks.view(n, nodes, 1, n_blocks, block),
-                          out=operand.permute(3, 0, 1, 2, 4))
+                torch.mul(self.grad[:, None], masks.view(n, nodes, n_blocks, block),
+                          out=operand.permute(2, 0, 1, 3))
                 counts = self._counts[:n * nodes * self.n_count].view(n, nodes, self.n_count)
                 grouped = masks.view(n, nodes, self.n_count, self.pack)
                 counts.copy_(grouped[:, :, :, 0])
@@ -289,18 +288,15 @@ class _Histograms:
                 torch.mm(onehot, counts.view(n, nodes * self.n_count), out=count_sums)
             sums = self._sums[:nodes]
             for m in range(nodes):
-                for k in range(limbs):
-                    for s in range(n_blocks):
-                        torch.mm(onehot, operand[m, k, s], out=sums[m, k, s])
-        # (nodes, limbs, S, R, W) -> (R, nodes, S, W) per limb, recombined in float64.
+                for s in range(n_blocks):
+                    torch.mm(onehot, operand[m, s], out=sums[m, s])
+        # (nodes, S, R, W) -> (R, nodes, S, W), from integer units to gradient units.
         out_g = self.workspace.get("hist_g", (rows, nodes, n_blocks, block), torch.float64)
-        out_g.copy_(sums[:, 0].permute(2, 0, 1, 3)).mul_(self.limb_weights[0])
-        for k in range(1, limbs):
-            out_g.add_(sums[:, k].permute(2, 0, 1, 3), alpha=self.limb_weights[k])
+        torch.mul(sums.permute(2, 0, 1, 3), self.grad_unit, out=out_g)
         out_g = out_g.view(rows, nodes, self.n_trees_pad)[:, :, :self.n_trees]
         if masks is None:
             return out_g, None
-        packed = self.workspace.get("packed", (rows, nodes, self.n_count, 1), torch.int32)
+        packed = self.workspace.get("packed", (rows, nodes, self.n_count, 1), torch.int64)
         packed.copy_(count_sums.view(rows, nodes, self.n_count, 1))
         out_c = self.workspace.get("hist_c", (rows, nodes, self.n_count, self.pack),
                                    torch.float32)
@@ -328,8 +324,7 @@ def _best_splits(cum_g, cum_c, binned, importance, stage, n_nodes, seed_key, tar
     mean = cum_g[:, -1:] / tot_c.to(f64).clamp(min=1)
     dev = workspace.get("dev", cum_g.shape, f64)                     # (d, nb, nodes, T)
     torch.addcmul(cum_g, cum_c, mean, value=-1, out=dev)
-    denom = workspace.get("denom", torch.broadcast_shapes(tot_c.shape, cum_c.shape),
-                          torch.float32)
+    denom = workspace.get("denom", cum_c.shape, torch.float32)      # tot_c broadcasts
     torch.sub(tot_c, cum_c, out=denom).mul_(cum_c).clamp_(min=0.25)
     score = workspace.get("score", cum_g.shape, torch.float32)
     score.copy_(dev).square_().div_(denom)
@@ -392,7 +387,7 @@ class GBTFit:
 def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
                         *, n_estimators: int = 100, learning_rate: float = 0.1,
                         max_depth: int = 3, max_bins: int = 256, seed: int = 0,
-                        progress: bool = False) -> GBTFit:
+                        progress: bool = False, workers: int | None = None) -> GBTFit:
     """Fit one gradient-boosted tree classifier per column of ``y_train``, all at once.
 
     Parameters
@@ -408,11 +403,73 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
         Seeds the random tie-breaking between equally good features.
     progress : bool, default=False
         Show a tqdm bar over boosting stages on stderr.
+    workers : int, optional
+        CPU threads that fit disjoint groups of targets side by side, each with one torch
+        thread (default: ``torch.get_num_threads()`` on CPU, 1 on other devices). The
+        targets' classifiers are independent, so the result is the same for any value;
+        on CPU two single-threaded fits of half the trees each are faster than one fit
+        whose small element-wise operations are split over two threads.
 
     Returns
     -------
     GBTFit
     """
+    fit_options = dict(n_estimators=n_estimators, learning_rate=learning_rate,
+                       max_depth=max_depth, max_bins=max_bins, seed=seed)
+    if workers is None:
+        workers = torch.get_num_threads() if x_train.device.type == "cpu" else 1
+    n_targets = y_train.shape[1]
+    n_classes = [int(torch.unique(y_train[:, f]).numel()) for f in range(n_targets)]
+    for f, k in enumerate(n_classes):
+        if k < 2:
+            raise ValueError(f"target column {f} has a single class in the training rows")
+    trees = [1 if k == 2 else k for k in n_classes]
+    groups = _balanced_groups(trees, max(1, min(int(workers), n_targets)))
+    if len(groups) == 1:
+        return _fit_targets(x_train, y_train, x_test, progress=progress, **fit_options)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = torch.get_num_threads()
+    largest = max(range(len(groups)), key=lambda i: sum(trees[f] for f in groups[i]))
+
+    def fit_group(i: int) -> GBTFit:
+        torch.set_num_threads(1)
+        return _fit_targets(x_train, y_train[:, groups[i]], x_test,
+                            progress=progress and i == largest, **fit_options)
+
+    try:
+        with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+            parts = list(pool.map(fit_group, range(len(groups))))
+    finally:
+        torch.set_num_threads(threads)  # set_num_threads in a worker also sets the default
+    importance = x_train.new_zeros((x_train.shape[1], n_targets), dtype=torch.float64)
+    predict_train = y_train.new_zeros(y_train.shape)
+    predict_test = y_train.new_zeros((x_test.shape[0], n_targets))
+    for columns, part in zip(groups, parts):
+        importance[:, columns] = part.importance
+        predict_train[:, columns] = part.predict_train
+        predict_test[:, columns] = part.predict_test
+    return GBTFit(importance=importance, predict_train=predict_train,
+                  predict_test=predict_test)
+
+
+def _balanced_groups(costs: list[int], n_groups: int) -> list[list[int]]:
+    """Split item indices into ``n_groups`` non-empty groups of similar total cost
+    (largest first, each to the lightest group), each group in ascending order."""
+    groups: list[list[int]] = [[] for _ in range(n_groups)]
+    loads = [0] * n_groups
+    for item in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        lightest = min(range(n_groups), key=lambda g: (loads[g], g))
+        groups[lightest].append(item)
+        loads[lightest] += costs[item]
+    return [sorted(group) for group in groups if group]
+
+
+def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, *,
+                 n_estimators: int, learning_rate: float, max_depth: int, max_bins: int,
+                 seed: int, progress: bool) -> GBTFit:
+    """:func:`fit_gbt_classifiers` of all targets in one batched fit on the current thread."""
     from tqdm.auto import tqdm
 
     device = x_train.device
@@ -471,41 +528,32 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
     if d:
         bins = binned.bins.T.to(torch.uint8 if nb <= 256 else torch.int64).contiguous()
         x_test_active = x_test[:, binned.active].contiguous()        # (n_test, d)
-        # Histogram sums are exact, in float32 (the fast sparse kernel): the negative
-        # gradients (|g| <= 1) are rounded to multiples of 2**-(bits * limbs - 1) and
-        # split into ``limbs`` balanced base-2**bits digits, small enough that a bin's
-        # sum stays below 2**24; the digit sums are recombined in float64.
-        onehot = _bin_matrix(binned, torch.float32)
-        hist_c0 = _spmm(onehot, torch.ones(n, 1, dtype=torch.float32, device=device))
+        # Histogram sums are exact: the negative gradients (|g| <= 1) are rounded to
+        # integer multiples of 2**-30, so every partial sum of at most n < 2**22 of them
+        # is an integer below 2**52 in float64, whatever the summation order.
+        onehot = _bin_matrix(binned, f64)
+        if n >= 2 ** 22:
+            raise ValueError(f"too many training rows for exact float64 histograms ({n}, "
+                             f"at most {2 ** 22 - 1})")
+        scale = 2.0 ** 30
+        hist_c0 = _spmm(onehot, torch.ones(n, 1, dtype=f64, device=device))
         largest_bin = int(hist_c0.max())
-        cum_c0 = hist_c0.view(d, nb, 1, 1).cumsum(1)                 # root counts
-        bits = min(15, 24 - math.ceil(math.log2(largest_bin + 1)))
-        limbs = math.ceil(30 / bits)
-        # As few bits per digit as the limb count allows: the 30-bit total stays put and
-        # the float64 recombination keeps room for n rows (code latents fill bins).
-        bits = math.ceil(30 / limbs)
-        if largest_bin >= 2 ** 20 or bits * limbs + math.log2(n + 1) > 52:
-            raise ValueError("too many training rows for exact float32 histograms "
-                             f"({largest_bin} in one bin)")
-        scale = 2.0 ** (bits * limbs - 1)
-        limb_weights = [2.0 ** (bits * k) / scale for k in range(limbs)]
-        # Count histograms: the 0/1 node masks of ``pack`` trees share one float32 column
+        cum_c0 = hist_c0.to(torch.float32).view(d, nb, 1, 1).cumsum(1)  # root counts
+        # Count histograms: the 0/1 node masks of ``pack`` trees share one float64 column
         # as base-2**count_bits digits (a bin holds at most ``largest_bin`` rows).
         count_bits = max(1, int(largest_bin).bit_length())
-        pack = max(1, min(4, 24 // count_bits))
+        pack = max(1, min(8, 52 // count_bits))
         half_max = max(1, 2 ** (max_depth - 2))
         workspace = _Workspace(device)
-        histograms = _Histograms(onehot, n_trees, limbs, limb_weights, pack, count_bits,
-                                 half_max, workspace)
+        histograms = _Histograms(onehot, n_trees, 1.0 / scale, pack, count_bits, half_max,
+                                 workspace)
         n_trees_pad = histograms.n_trees_pad
-        mask_float = torch.zeros(n, half_max, n_trees_pad, dtype=torch.float32, device=device)
+        mask_float = torch.zeros(n, half_max, n_trees_pad, dtype=f64, device=device)
         # Tie-breaking keys from content, not position: permuting the features or
         # relabelling the classes leaves every choice unchanged.
         feature_key = _content_key(binned.bins, _row_weights(n, device))
         seed_key = _mix(torch.tensor(int(seed) & _MASK31, device=device), 0x5EED)
         q = torch.zeros(n, histograms.n_blocks, histograms.block, dtype=f64, device=device)
-        q_high = torch.zeros_like(q)                                 # zero padding
-        digits = histograms.digits                                   # (n, limbs, S, W)
     tree_index = torch.arange(n_trees, device=device)
     tree_ids = tree_index.to(torch.int32)
     groups = _softmax_groups(slices)
@@ -522,13 +570,8 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
             torch.sub(y[:, a:b].view(n, -1, k), p, out=g[:, a:b].view(n, -1, k))
             torch.mul(p, torch.rsub(p, 1), out=h[:, a:b].view(n, -1, k))
         if d:
-            # q = round(g * scale) = sum_k digit_k * 2**(bits * k), digits balanced.
             torch.mul(g, scale, out=q.view(n, -1)[:, :n_trees]).round_()
-            for k in range(limbs - 1):
-                torch.mul(q, 2.0 ** -bits, out=q_high).round_()
-                torch.sub(q, q_high, alpha=2.0 ** bits, out=digits[:, k])
-                q, q_high = q_high, q
-            digits[:, limbs - 1].copy_(q.view(digits[:, 0].shape))
+            histograms.grad.copy_(q)
 
         # Global node ids t * n_nodes + m: children of node k are 2k and 2k + 1.
         # Histograms and split tables are laid out (feature * bin, node, tree).

@@ -149,6 +149,27 @@ def test_torch_gbt_on_code_latents_with_crowded_bins():
     assert ours.disentanglement == pytest.approx(ref.disentanglement, abs=0.01)
 
 
+def test_torch_gbt_worker_threads_give_the_same_fit():
+    from disentangle_eval._gbt import _balanced_groups, fit_gbt_classifiers
+
+    assert _balanced_groups([4, 4, 1, 3, 3, 40, 40], 2) == [[0, 2, 3, 5], [1, 4, 6]]
+    assert _balanced_groups([5, 1], 3) == [[0], [1]]
+    latents, factors = _small_problem(300)
+    x = torch.as_tensor(latents)
+    y = torch.as_tensor(factors)
+    threads = torch.get_num_threads()
+    fits = [fit_gbt_classifiers(x[:200], y[:200], x[200:], n_estimators=5, workers=w)
+            for w in (1, 2, 3)]
+    assert torch.get_num_threads() == threads
+    for fit in fits[1:]:
+        assert torch.equal(fit.importance, fits[0].importance)
+        assert torch.equal(fit.predict_train, fits[0].predict_train)
+        assert torch.equal(fit.predict_test, fits[0].predict_test)
+    with pytest.raises(ValueError, match="target column 3 has a single class"):
+        fit_gbt_classifiers(x[:200], torch.cat([y[:200], y[:200, :1] * 0], 1), x[200:],
+                            n_estimators=2, workers=2)
+
+
 # --- API: shapes, columns, invariances ----------------------------------------------
 
 def _small_problem(n=400, seed=0):
