@@ -91,11 +91,17 @@ _PRESET_TRAIN: dict[str, dict[str, Any]] = {
     # with the paper's N(0, 0.02) initialisation and lr 1e-3 or 2e-3 the models (AE
     # included) sit on a plateau of per-pixel MSE ~0.037 (blurred colours only) for
     # 1300+ iterations, at n = 16 or 32 and batch 32 or 64; lr 3e-3 leaves it after ~500
-    # iterations (lr 1e-2 stalls at 0.07, 5e-3 behaves like 3e-3). PyTorch's default
-    # initialisation also leaves it at lr 1e-3 (0.011 after 600 AE iterations). The cosine runs
-    # over the whole run (a short run cannot afford a flat tail at 1e-6), and tau reaches
-    # exp(-1) at the end as the paper's does at 100k. FactorQVAE: ~0.2 s per iteration,
-    # 3000 iterations in ~11-15 min (timings noisy: the cores are shared).
+    # iterations (lr 1e-2 stalls at 0.07, 5e-3 behaves like 3e-3). The cosine runs over
+    # the whole run (a short run cannot afford a flat tail at 1e-6), and tau reaches
+    # exp(-1) at the end as the paper's does at 100k. Measured alternatives, 3000
+    # iterations unless said: PyTorch's default initialisation (weight_init="pytorch")
+    # leaves the plateau sooner but ends worse (D 0.24 at lr 3e-3, 0.20 at lr 1e-3, against
+    # 0.32 here); batch 64 was still on the plateau at iteration 1500 (MSE 0.035, batch 32:
+    # 0.014); 6000 iterations gain a little (D 0.37, MSE x 1e4 74 instead of 114, GBT
+    # accuracy on scale/shape/orientation 0.25/0.45/0.22 instead of 0.21/0.38/0.19, chance
+    # 0.125/0.25/0.067) at twice the time. FactorQVAE: ~0.2 s per iteration, 3000
+    # iterations in ~10 min with one thread (a second thread hardly helps at this size;
+    # benchmarks/reproduce_table.py --jobs 2 trains two models side by side instead).
     "cpu": dict(steps=3_000, batch_size=32, lr=3e-3, lr_min=1.25e-6, cosine_steps=3_000,
                 tau_rate=1.0 / 3_000, discriminator_lr=1e-3, log_every=50,
                 checkpoint_every=500),

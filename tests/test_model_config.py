@@ -70,6 +70,26 @@ def test_cpu_preset_on_procedural_datasets_uses_shapes3d_weights(dataset, latent
     assert train_config.steps < 10_000
 
 
+@pytest.mark.parametrize("model", ["ae", "factorqvae"])
+def test_weight_init_paper_draws_normal_002_pytorch_keeps_layer_defaults(model):
+    import torch
+
+    from reference_models.models.registry import build_model
+
+    paper_config, _ = get_preset(model, "toyshapes", "smoke")
+    assert paper_config.weight_init == "paper"
+    stds = {}
+    for init in ("paper", "pytorch"):
+        torch.manual_seed(0)
+        net = build_model(model, with_overrides(paper_config, {"weight_init": init}))
+        convs = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        stds[init] = torch.cat([m.weight.detach().flatten() for m in convs]).std().item()
+        biases = torch.cat([m.bias.detach().abs().flatten() for m in convs if m.bias is not None])
+        assert (biases.max().item() == 0.0) == (init == "paper")
+    assert stds["paper"] == pytest.approx(0.02, rel=0.05)
+    assert stds["pytorch"] > 0.1  # Kaiming-uniform on the smoke preset's narrow layers
+
+
 def test_cpu_preset_on_a_paper_dataset_uses_its_row():
     model_config, _ = get_preset("factorqvae", "mpi3d", "cpu")
     assert (model_config.latent_dim, model_config.beta, model_config.gamma) == (14, 5e-5, 1e-6)

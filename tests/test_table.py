@@ -99,3 +99,30 @@ def test_table_command(tmp_path, runs):
     result = runner.invoke(main, ["table", str(bad)])
     assert result.exit_code == 1
     assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_reproduce_table_script_runs_two_trainings_at_once(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_table.py"
+    out = tmp_path / "runs"
+    result = subprocess.run(
+        [sys.executable, str(script), "--preset", "smoke", "--models", "ae,qlae", "--jobs", "2",
+         "--out", str(out), "--set", "steps=2", "--set", "cosine_steps=1"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| AE |" in result.stdout and "| QLAE |" in result.stdout
+    assert (out / "table.md").read_text() == result.stdout
+    assert sorted(p.name for p in (out / "logs").iterdir()) == [
+        "ae-toyshapes-1.log", "qlae-toyshapes-1.log"]
+    timings = pd.read_csv(out / "timings.csv")
+    assert list(timings["status"]) == ["ok", "ok"]
+    assert set(timings["threads"]) == {1} and set(timings["jobs"]) == {2}
+    # A second call resumes the finished runs instead of training them again.
+    again = subprocess.run([sys.executable, str(script), "--preset", "smoke", "--models", "ae",
+                            "--out", str(out), "--set", "steps=2", "--set", "cosine_steps=1"],
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]

@@ -86,8 +86,9 @@ class ReferenceModel(nn.Module):
         self.decoder = Decoder(config.image_size, config.channels, config.width,
                                decoder_features, config.decoder_channels,
                                config.blocks_per_group)
-        self.encoder.apply(init_weights)
-        self.decoder.apply(init_weights)
+        if config.weight_init == "paper":
+            self.encoder.apply(init_weights)
+            self.decoder.apply(init_weights)
 
     # -- interface, implemented by subclasses ------------------------------------------
 
@@ -261,7 +262,8 @@ class FactorModelMixin:
         config: ModelConfig = self.config  # type: ignore[attr-defined]
         self.discriminator = TCDiscriminator(in_features, config.discriminator_width,
                                              config.discriminator_depth)
-        self.discriminator.apply(init_weights)
+        if config.weight_init == "paper":
+            self.discriminator.apply(init_weights)
         self._joint_codes: torch.Tensor | None = None
 
     def discriminator_parameters(self) -> list[nn.Parameter]:
