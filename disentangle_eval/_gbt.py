@@ -58,7 +58,10 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["GBTFit", "fit_gbt_classifiers", "bin_features"]
+__all__ = ["GBTFit", "fit_gbt_classifiers", "bin_features", "MAX_TRAIN_ROWS"]
+
+# Histogram sums stay exact in float64 below this many training rows (see the docstring).
+MAX_TRAIN_ROWS = 2 ** 22 - 1
 
 
 @dataclass(frozen=True)
@@ -404,8 +407,8 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
     progress : bool, default=False
         Show a tqdm bar over boosting stages on stderr.
     workers : int, optional
-        CPU threads that fit disjoint groups of targets side by side, each with one torch
-        thread (default: ``torch.get_num_threads()`` on CPU, 1 on other devices). The
+        CPU threads that fit disjoint groups of targets side by side, sharing the torch
+        threads (default: ``torch.get_num_threads()`` on CPU, 1 on other devices). The
         targets' classifiers are independent, so the result is the same for any value;
         on CPU two single-threaded fits of half the trees each are faster than one fit
         whose small element-wise operations are split over two threads.
@@ -434,7 +437,7 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
     largest = max(range(len(groups)), key=lambda i: sum(trees[f] for f in groups[i]))
 
     def fit_group(i: int) -> GBTFit:
-        torch.set_num_threads(1)
+        torch.set_num_threads(max(1, threads // len(groups)))
         return _fit_targets(x_train, y_train[:, groups[i]], x_test,
                             progress=progress and i == largest, **fit_options)
 
@@ -532,9 +535,9 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
         # integer multiples of 2**-30, so every partial sum of at most n < 2**22 of them
         # is an integer below 2**52 in float64, whatever the summation order.
         onehot = _bin_matrix(binned, f64)
-        if n >= 2 ** 22:
+        if n > MAX_TRAIN_ROWS:
             raise ValueError(f"too many training rows for exact float64 histograms ({n}, "
-                             f"at most {2 ** 22 - 1})")
+                             f"at most {MAX_TRAIN_ROWS})")
         scale = 2.0 ** 30
         hist_c0 = _spmm(onehot, torch.ones(n, 1, dtype=f64, device=device))
         largest_bin = int(hist_c0.max())

@@ -261,8 +261,11 @@ def _sklearn_per_factor(make_model, x_train, y_train, x_test, y_test, n_jobs, pr
 
 
 def _fit_gbt_torch(x_train, y_train, x_test, y_test, seed, progress, max_bins):
-    from disentangle_eval._gbt import fit_gbt_classifiers
+    from disentangle_eval._gbt import MAX_TRAIN_ROWS, fit_gbt_classifiers
 
+    if x_train.shape[0] > MAX_TRAIN_ROWS:
+        raise DataError(f"the torch GBT takes at most {MAX_TRAIN_ROWS} training rows "
+                        f"(got {x_train.shape[0]}); use backend='sklearn' or fewer rows")
     fit = fit_gbt_classifiers(x_train, y_train, x_test, seed=seed, progress=progress,
                               max_bins=max_bins)
     acc_train = (fit.predict_train == y_train).double().mean(0)

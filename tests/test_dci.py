@@ -135,7 +135,7 @@ def test_torch_gbt_matches_sklearn_on_exactly_binned_latents():
 
 def test_torch_gbt_on_code_latents_with_crowded_bins():
     # Codes of a quantised model: 16 values per latent put ~600 training rows in a bin,
-    # which the exact digit histograms must handle (a regression: they once refused).
+    # which the exact histograms must handle (a regression: they once refused).
     rng = np.random.default_rng(3)
     factors = rng.integers(0, [3, 4], size=(12000, 2))
     codes = np.stack([factors[:, 0] * 5 + rng.integers(0, 2, 12000),
@@ -168,6 +168,15 @@ def test_torch_gbt_worker_threads_give_the_same_fit():
     with pytest.raises(ValueError, match="target column 3 has a single class"):
         fit_gbt_classifiers(x[:200], torch.cat([y[:200], y[:200, :1] * 0], 1), x[200:],
                             n_estimators=2, workers=2)
+
+
+def test_torch_gbt_row_limit_is_a_data_error(monkeypatch):
+    import disentangle_eval._gbt as gbt
+
+    monkeypatch.setattr(gbt, "MAX_TRAIN_ROWS", 100)
+    latents, factors = _small_problem(300)
+    with pytest.raises(DataError, match="at most 100 training rows .*backend='sklearn'"):
+        dci(latents, factors, device="cpu")
 
 
 # --- API: shapes, columns, invariances ----------------------------------------------
