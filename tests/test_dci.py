@@ -38,6 +38,18 @@ def test_analytic_importance_matrices(name):
     np.testing.assert_allclose(completeness(matrix), expected_c, atol=1e-7)
 
 
+def test_entropy_is_scipy_stats_entropy_bit_for_bit():
+    import scipy.stats
+
+    from disentangle_eval.dci import _one_minus_entropy
+
+    rng = np.random.default_rng(0)
+    for shape in [(12, 6), (14, 7), (5, 40)]:
+        matrix = rng.random(shape) * (rng.random(shape) > 0.3)
+        expected = 1 - scipy.stats.entropy(matrix + 1e-11, base=shape[0])
+        assert np.array_equal(_one_minus_entropy(matrix, shape[0]), expected)
+
+
 def test_per_code_and_per_factor_scores():
     matrix = np.hstack([DIAG, DIAG])                 # every code serves two factors
     np.testing.assert_allclose(disentanglement_per_code(matrix), LOG2_LOG10, atol=1e-7)
