@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import platform
 import sys
+from importlib import metadata
 
 __all__ = ["environment_info"]
 
 
 def environment_info(device=None) -> dict:
-    """Versions of Python and the numerical stack, the platform and the device used."""
+    """Versions of Python and the numerical stack, the platform and the device used.
+
+    scipy's and scikit-learn's versions come from the installed distributions' metadata:
+    importing them only to ask would cost a scoring run a second or more.
+    """
     import numpy
-    import scipy
-    import sklearn
     import torch
 
     from . import __version__
@@ -22,8 +25,8 @@ def environment_info(device=None) -> dict:
         "platform": platform.platform(),
         "torch": torch.__version__,
         "numpy": numpy.__version__,
-        "scipy": scipy.__version__,
-        "scikit_learn": sklearn.__version__,
+        "scipy": metadata.version("scipy"),
+        "scikit_learn": metadata.version("scikit-learn"),
         "cuda_available": torch.cuda.is_available(),
         "torch_threads": torch.get_num_threads(),
     }

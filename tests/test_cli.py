@@ -237,3 +237,14 @@ def test_dci_table_and_options(small):
     assert "DCI disentanglement" in result.output
     assert "DCI importance (rows = latents, columns = factors)" in result.output
     assert "InfoM" not in result.output
+
+
+def test_environment_versions_match_the_imported_packages():
+    import scipy
+    import sklearn
+
+    from disentangle_eval.environment import environment_info
+
+    info = environment_info("cpu")
+    assert (info["scipy"], info["scikit_learn"]) == (scipy.__version__, sklearn.__version__)
+    assert info["device"] == "cpu"
