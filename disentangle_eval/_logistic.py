@@ -91,16 +91,19 @@ class _PaddedProblem:
     def __init__(self, design, targets, n_classes, weights, l2):
         device = targets.device
         self.design = design
+        self.design_t = design.t().coalesce() if design.is_sparse else design.T
         self.n_samples, self.n_targets = targets.shape
         self.n_features = design.shape[1]
         self.max_classes = max(n_classes)
         sizes = torch.as_tensor(list(n_classes), device=device)
         self.class_mask = torch.arange(self.max_classes, device=device)[None, :] < sizes[:, None]
-        self.logit_mask = torch.zeros(self.n_targets, 1, self.max_classes, dtype=torch.float64,
-                                      device=device).masked_fill(~self.class_mask[:, None, :],
-                                                                 float("-inf"))
-        self.targets = targets.T.contiguous()  # (T, N)
-        self.weights = weights  # (T, N), each row sums to 1
+        # Padded classes get -inf logits: probability 0, no gradient.
+        self.logit_mask = torch.zeros(self.n_targets, self.max_classes, dtype=torch.float64,
+                                      device=device).masked_fill(~self.class_mask, float("-inf"))
+        # Samples-major (N, T, K) throughout: the products with the design then read and
+        # write their (N, T * K) operands in place, without transposed copies.
+        self.targets = targets.contiguous()                      # (N, T)
+        self.weights = weights.T.contiguous()                    # (N, T), columns sum to 1
         self.l2 = l2
 
     @staticmethod
@@ -115,35 +118,39 @@ class _PaddedProblem:
     def expand(per_target):
         return per_target[:, None, None]
 
-    def log_proba(self, theta, design=None, rows=slice(None)):
-        """Log class probabilities (T', N, K) of the targets ``rows``."""
-        design = self.design if design is None else design
-        sub = theta[rows]
-        t, _, k = sub.shape
-        flat = sub[:, :-1].permute(1, 0, 2).reshape(self.n_features, t * k)
-        logits = torch.sparse.mm(design, flat) if design.is_sparse else design @ flat
-        logits = logits.reshape(-1, t, k).permute(1, 0, 2) + sub[:, -1:, :] + self.logit_mask[rows]
-        return torch.log_softmax(logits, dim=-1)
-
     def loss_and_grad(self, theta, rows):
         """Losses (T,) and gradient (like theta); only targets in ``rows`` are computed."""
+        every = bool(rows.all())
         kept = torch.nonzero(rows).squeeze(1)
-        log_p = self.log_proba(theta, rows=kept)  # (T', N, K)
-        t, n, k = log_p.shape
-        y = self.targets[kept].unsqueeze(-1)
-        w = self.weights[kept]
+        sub = theta if every else theta[kept]
+        t, _, k = sub.shape
+        n, p = self.n_samples, self.n_features
+        flat = sub[:, :-1].permute(1, 0, 2).reshape(p, t * k)
+        bias = (sub[:, -1, :] + (self.logit_mask if every else self.logit_mask[kept]))
+        if self.design.is_sparse:
+            logits = torch.sparse.mm(self.design, flat).add_(bias.reshape(1, t * k))
+        else:
+            logits = torch.addmm(bias.reshape(1, t * k), self.design, flat)
+        log_p = torch.log_softmax(logits.view(n, t, k), dim=-1)   # (N, T', K)
+        y = (self.targets if every else self.targets[:, kept]).unsqueeze(-1)
+        w = (self.weights if every else self.weights[:, kept]).unsqueeze(-1)
         losses = torch.zeros(self.n_targets, dtype=theta.dtype, device=theta.device)
-        losses[kept] = -(w * log_p.gather(2, y).squeeze(-1)).sum(dim=1)
-        residual = log_p.exp_().mul_(w.unsqueeze(-1))
-        residual.scatter_add_(2, y, -w.unsqueeze(-1))
-        flat = residual.permute(1, 0, 2).reshape(n, t * k)
-        grad_w = torch.sparse.mm(self.design.t(), flat) if self.design.is_sparse else self.design.T @ flat
-        grad_sub = torch.cat([grad_w.reshape(self.n_features, t, k).permute(1, 0, 2),
-                              residual.sum(dim=1, keepdim=True)], dim=1)
+        losses[kept] = -(w * log_p.gather(2, y)).sum(dim=(0, 2))
+        residual = log_p.exp_().mul_(w)
+        residual.scatter_add_(2, y, -w)
+        flat_residual = residual.view(n, t * k)
+        if self.design.is_sparse:
+            grad_w = torch.sparse.mm(self.design_t, flat_residual)
+        else:
+            grad_w = self.design_t @ flat_residual
+        grad_sub = torch.cat([grad_w.view(p, t, k).permute(1, 0, 2),
+                              residual.sum(dim=0).unsqueeze(1)], dim=1)
         if self.l2:
-            weights_part = theta[kept, :-1]
+            weights_part = sub[:, :-1]
             losses[kept] += 0.5 * self.l2 * weights_part.pow(2).sum(dim=(1, 2))
             grad_sub[:, :-1] += self.l2 * weights_part
+        if every:
+            return losses, grad_sub
         grad = torch.zeros_like(theta)
         grad[kept] = grad_sub
         return losses, grad
