@@ -90,8 +90,8 @@ class _PaddedProblem:
 
     def __init__(self, design, targets, n_classes, weights, l2):
         device = targets.device
-        self.design = design
-        self.design_t = design.t().coalesce() if design.is_sparse else design.T
+        self.design = design                                     # (N, p)
+        self.design_t = design.t().coalesce() if design.is_sparse else design.T.contiguous()
         self.n_samples, self.n_targets = targets.shape
         self.n_features = design.shape[1]
         self.max_classes = max(n_classes)
@@ -100,10 +100,11 @@ class _PaddedProblem:
         # Padded classes get -inf logits: probability 0, no gradient.
         self.logit_mask = torch.zeros(self.n_targets, self.max_classes, dtype=torch.float64,
                                       device=device).masked_fill(~self.class_mask, float("-inf"))
-        # Samples-major (N, T, K) throughout: the products with the design then read and
-        # write their (N, T * K) operands in place, without transposed copies.
-        self.targets = targets.contiguous()                      # (N, T)
-        self.weights = weights.T.contiguous()                    # (N, T), columns sum to 1
+        # Class-major (T, K, N) throughout: the softmax over K then runs along rows of N
+        # contiguous samples (twice as fast as over short rows of K), and the products
+        # with the design read and write their (T * K, N) operands in place.
+        self.targets = targets.T.contiguous()                    # (T, N)
+        self.weights = weights                                   # (T, N), rows sum to 1
         self.l2 = l2
 
     @staticmethod
@@ -122,29 +123,33 @@ class _PaddedProblem:
         """Losses (T,) and gradient (like theta); only targets in ``rows`` are computed."""
         every = bool(rows.all())
         kept = torch.nonzero(rows).squeeze(1)
-        sub = theta if every else theta[kept]
+        sub = theta if every else theta[kept]                    # (T', p + 1, K)
         t, _, k = sub.shape
         n, p = self.n_samples, self.n_features
-        flat = sub[:, :-1].permute(1, 0, 2).reshape(p, t * k)
+        flat = sub[:, :-1].transpose(1, 2).reshape(t * k, p)
         bias = (sub[:, -1, :] + (self.logit_mask if every else self.logit_mask[kept]))
         if self.design.is_sparse:
-            logits = torch.sparse.mm(self.design, flat).add_(bias.reshape(1, t * k))
+            logits = torch.sparse.mm(self.design, flat.T).T.contiguous()
+            logits += bias.reshape(t * k, 1)
         else:
-            logits = torch.addmm(bias.reshape(1, t * k), self.design, flat)
-        log_p = torch.log_softmax(logits.view(n, t, k), dim=-1)   # (N, T', K)
-        y = (self.targets if every else self.targets[:, kept]).unsqueeze(-1)
-        w = (self.weights if every else self.weights[:, kept]).unsqueeze(-1)
+            logits = torch.addmm(bias.reshape(t * k, 1), flat, self.design_t)
+        proba = torch.softmax(logits.view(t, k, n), dim=1)       # (T', K, N)
+        y = (self.targets if every else self.targets[kept]).unsqueeze(1)
+        w = (self.weights if every else self.weights[kept]).unsqueeze(1)
         losses = torch.zeros(self.n_targets, dtype=theta.dtype, device=theta.device)
-        losses[kept] = -(w * log_p.gather(2, y)).sum(dim=(0, 2))
-        residual = log_p.exp_().mul_(w)
-        residual.scatter_add_(2, y, -w)
-        flat_residual = residual.view(n, t * k)
+        # Only the true class's log-probability enters the loss: the log of the gathered
+        # (T', 1, N) values instead of a log-softmax over all classes (+inf if one
+        # underflows to 0, which the line search then rejects as it would any huge loss).
+        losses[kept] = -(w * proba.gather(1, y).log()).sum(dim=(1, 2))
+        residual = proba.mul_(w)
+        residual.scatter_add_(1, y, -w)
+        flat_residual = residual.view(t * k, n)
         if self.design.is_sparse:
-            grad_w = torch.sparse.mm(self.design_t, flat_residual)
+            grad_w = torch.sparse.mm(self.design_t, flat_residual.T).T
         else:
-            grad_w = self.design_t @ flat_residual
-        grad_sub = torch.cat([grad_w.view(p, t, k).permute(1, 0, 2),
-                              residual.sum(dim=0).unsqueeze(1)], dim=1)
+            grad_w = flat_residual @ self.design                 # (T' * K, p)
+        grad_sub = torch.cat([grad_w.reshape(t, k, p).transpose(1, 2),
+                              residual.sum(dim=2).unsqueeze(1)], dim=1)
         if self.l2:
             weights_part = sub[:, :-1]
             losses[kept] += 0.5 * self.l2 * weights_part.pow(2).sum(dim=(1, 2))
