@@ -160,21 +160,19 @@ def _bin_matrix(binned: BinnedFeatures, dtype: torch.dtype) -> torch.Tensor:
     counts = torch.bincount(rows, minlength=d * binned.n_bins)
     crow = torch.zeros(d * binned.n_bins + 1, dtype=torch.int64, device=device)
     crow[1:] = torch.cumsum(counts, 0)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # torch's one-time "CSR support is in beta" notice
         warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
         return torch.sparse_csr_tensor(crow, cols[order],
                                        torch.ones(d * n, dtype=dtype, device=device),
-                                       (d * binned.n_bins, n))
+                                       (d * binned.n_bins, n), check_invariants=False)
 
 
 def _spmm(matrix: torch.Tensor, dense: torch.Tensor, chunk: int = 96) -> torch.Tensor:
     """``matrix @ dense`` in column chunks (keeps the dense operand cache-sized on CPU)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
-        if dense.shape[1] <= chunk or dense.device.type != "cpu":
-            return torch.sparse.mm(matrix, dense)
-        return torch.cat([torch.sparse.mm(matrix, dense[:, k:k + chunk].contiguous())
-                          for k in range(0, dense.shape[1], chunk)], dim=1)
+    if dense.shape[1] <= chunk or dense.device.type != "cpu":
+        return torch.sparse.mm(matrix, dense)
+    return torch.cat([torch.sparse.mm(matrix, dense[:, k:k + chunk].contiguous())
+                      for k in range(0, dense.shape[1], chunk)], dim=1)
 
 
 _MASK31 = 0x7FFFFFFF
@@ -272,27 +270,25 @@ class _Histograms:
         (R, nodes, T) and float32 counts (R, nodes, T) (``None`` for the root)."""
         onehot, n_blocks, block = self.onehot, self.n_blocks, self.block
         rows, n = onehot.shape
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
-            if masks is None:
-                nodes, operand = 1, self._grad[None]
-            else:
-                nodes = masks.shape[1]
-                operand = self._dense[:nodes]
-                torch.mul(self.grad[:, None], masks.view(n, nodes, n_blocks, block),
-                          out=operand.permute(2, 0, 1, 3))
-                counts = self._counts[:n * nodes * self.n_count].view(n, nodes, self.n_count)
-                grouped = masks.view(n, nodes, self.n_count, self.pack)
-                counts.copy_(grouped[:, :, :, 0])
-                for i in range(1, self.pack):
-                    counts.add_(grouped[:, :, :, i], alpha=2.0 ** (self.count_bits * i))
-                count_sums = self._count_sums[:rows * nodes * self.n_count].view(
-                    rows, nodes * self.n_count)
-                torch.mm(onehot, counts.view(n, nodes * self.n_count), out=count_sums)
-            sums = self._sums[:nodes]
-            for m in range(nodes):
-                for s in range(n_blocks):
-                    torch.mm(onehot, operand[m, s], out=sums[m, s])
+        if masks is None:
+            nodes, operand = 1, self._grad[None]
+        else:
+            nodes = masks.shape[1]
+            operand = self._dense[:nodes]
+            torch.mul(self.grad[:, None], masks.view(n, nodes, n_blocks, block),
+                      out=operand.permute(2, 0, 1, 3))
+            counts = self._counts[:n * nodes * self.n_count].view(n, nodes, self.n_count)
+            grouped = masks.view(n, nodes, self.n_count, self.pack)
+            counts.copy_(grouped[:, :, :, 0])
+            for i in range(1, self.pack):
+                counts.add_(grouped[:, :, :, i], alpha=2.0 ** (self.count_bits * i))
+            count_sums = self._count_sums[:rows * nodes * self.n_count].view(
+                rows, nodes * self.n_count)
+            torch.mm(onehot, counts.view(n, nodes * self.n_count), out=count_sums)
+        sums = self._sums[:nodes]
+        for m in range(nodes):
+            for s in range(n_blocks):
+                torch.mm(onehot, operand[m, s], out=sums[m, s])
         # (nodes, S, R, W) -> (R, nodes, S, W), from integer units to gradient units.
         out_g = self.workspace.get("hist_g", (rows, nodes, n_blocks, block), torch.float64)
         torch.mul(sums.permute(2, 0, 1, 3), self.grad_unit, out=out_g)
@@ -418,7 +414,7 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
     GBTFit
     """
     fit_options = dict(n_estimators=n_estimators, learning_rate=learning_rate,
-                       max_depth=max_depth, max_bins=max_bins, seed=seed)
+                       max_depth=max_depth, seed=seed)
     if workers is None:
         workers = torch.get_num_threads() if x_train.device.type == "cpu" else 1
     n_targets = y_train.shape[1]
@@ -427,6 +423,15 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
         if k < 2:
             raise ValueError(f"target column {f} has a single class in the training rows")
     trees = [1 if k == 2 else k for k in n_classes]
+    if x_train.shape[0] > MAX_TRAIN_ROWS:
+        raise ValueError(f"too many training rows for exact float64 histograms "
+                         f"({x_train.shape[0]}, at most {MAX_TRAIN_ROWS})")
+    # Binning and the one-hot bin matrix depend on the features only: built once, here
+    # on the calling thread, and shared by the workers.
+    x_train = x_train.to(torch.float32).to(torch.float64)  # scikit-learn's trees: float32
+    binned = bin_features(x_train, max_bins)
+    onehot = _bin_matrix(binned, torch.float64) if binned.bins.shape[0] else None
+    fit_options.update(binned=binned, onehot=onehot)
     groups = _balanced_groups(trees, max(1, min(int(workers), n_targets)))
     if len(groups) == 1:
         return _fit_targets(x_train, y_train, x_test, progress=progress, **fit_options)
@@ -470,15 +475,16 @@ def _balanced_groups(costs: list[int], n_groups: int) -> list[list[int]]:
 
 
 def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, *,
-                 n_estimators: int, learning_rate: float, max_depth: int, max_bins: int,
-                 seed: int, progress: bool) -> GBTFit:
-    """:func:`fit_gbt_classifiers` of all targets in one batched fit on the current thread."""
+                 n_estimators: int, learning_rate: float, max_depth: int, seed: int,
+                 progress: bool, binned: BinnedFeatures,
+                 onehot: torch.Tensor | None) -> GBTFit:
+    """:func:`fit_gbt_classifiers` of all targets in one batched fit on the current thread,
+    on the training features' ``binned`` columns and their one-hot matrix ``onehot``."""
     from tqdm.auto import tqdm
 
     device = x_train.device
     f64 = torch.float64
-    # scikit-learn's trees see float32 features.
-    x_train = x_train.to(torch.float32).to(f64)
+    # scikit-learn's trees see float32 features (x_train is converted by the caller).
     x_test = x_test.to(device=device, dtype=torch.float32).to(f64)
     n, n_features = x_train.shape
     n_test = x_test.shape[0]
@@ -525,7 +531,6 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
         slices.append((start, start + (1 if k == 2 else k)))
         start = slices[-1][1]
 
-    binned = bin_features(x_train, max_bins)
     d, nb = binned.bins.shape[0], binned.n_bins
     importance = torch.zeros(n_trees, max(d, 1), dtype=f64, device=device)
     if d:
@@ -534,10 +539,6 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
         # Histogram sums are exact: the negative gradients (|g| <= 1) are rounded to
         # integer multiples of 2**-30, so every partial sum of at most n < 2**22 of them
         # is an integer below 2**52 in float64, whatever the summation order.
-        onehot = _bin_matrix(binned, f64)
-        if n > MAX_TRAIN_ROWS:
-            raise ValueError(f"too many training rows for exact float64 histograms ({n}, "
-                             f"at most {MAX_TRAIN_ROWS})")
         scale = 2.0 ** 30
         hist_c0 = _spmm(onehot, torch.ones(n, 1, dtype=f64, device=device))
         largest_bin = int(hist_c0.max())
