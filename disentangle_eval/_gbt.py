@@ -34,10 +34,13 @@ Speed: a level's gradient histograms for (tree, node, feature, bin) are sparse-d
 products, the transposed one-hot bin matrix (features x bins, samples) times the masked
 gradients (samples, trees) of each left child, with histogram subtraction (only left
 children are accumulated; right = parent - left, taken on the cumulative histograms). The
-sums are exact: gradients (|g| <= 1) are rounded to multiples of 2**-30, so with fewer
-than 2**22 training rows every partial sum is an integer multiple of 2**-30 below 2**22,
-which float64 holds exactly; the 0/1 node masks of several trees share one float64
-count column as base-2**k digits (k bits hold the largest bin's count). On CPU the
+sums are exact: gradients (|g| <= 1) are rounded to integer multiples of 2**-b, with b
+as large as keeps every bin's sum an integer the product's dtype holds exactly: float32
+(the faster kernel) with b = 24 - bits(largest bin) when that leaves b >= 16 (bins of
+fewer than 256 rows, as continuous latents give), else float64 with b = 30 (fewer than
+2**22 training rows); the cumulative sums over bins are taken in float64. The 0/1 node
+masks of several trees share one count column as base-2**k digits (k bits hold the
+largest bin's count). On CPU the
 targets are shared out to worker threads (``workers``), whole targets each: two
 single-threaded fits of half the trees each beat one fit whose small element-wise steps
 are split over two threads. The dense operand is stored in blocks of at most about 48
@@ -167,12 +170,26 @@ def _bin_matrix(binned: BinnedFeatures, dtype: torch.dtype) -> torch.Tensor:
                                        (d * binned.n_bins, n), check_invariants=False)
 
 
-def _spmm(matrix: torch.Tensor, dense: torch.Tensor, chunk: int = 96) -> torch.Tensor:
-    """``matrix @ dense`` in column chunks (keeps the dense operand cache-sized on CPU)."""
-    if dense.shape[1] <= chunk or dense.device.type != "cpu":
-        return torch.sparse.mm(matrix, dense)
-    return torch.cat([torch.sparse.mm(matrix, dense[:, k:k + chunk].contiguous())
-                      for k in range(0, dense.shape[1], chunk)], dim=1)
+def _largest_bin(binned: BinnedFeatures) -> int:
+    """Most training rows in any one bin of any feature."""
+    d = binned.bins.shape[0]
+    offsets = binned.n_bins * torch.arange(d, device=binned.bins.device)[:, None]
+    return int(torch.bincount((binned.bins + offsets).reshape(-1)).max())
+
+
+def _gradient_bits(largest_bin: int, dtype: torch.dtype) -> int:
+    """Fractional bits of the rounded gradients: a bin's sum of at most ``largest_bin``
+    values of magnitude <= 2**bits stays an integer below 2**24 (float32) or, with fewer
+    than 2**22 rows, below 2**52 (float64; 30 bits)."""
+    if dtype == torch.float64:
+        return 30
+    return min(30, 24 - int(largest_bin).bit_length())
+
+
+def _histogram_dtype(largest_bin: int) -> torch.dtype:
+    """float32 (the faster product) while its exact sums leave the gradients at least 16
+    fractional bits (bins of fewer than 256 rows: continuous latents), else float64."""
+    return torch.float32 if _gradient_bits(largest_bin, torch.float32) >= 16 else torch.float64
 
 
 _MASK31 = 0x7FFFFFFF
@@ -233,11 +250,12 @@ class _Histograms:
     """Exact gradient and count histograms per (feature * bin, node, tree), on reused buffers.
 
     The rounded gradients (n, T) (integers, see :func:`fit_gbt_classifiers`) live in
-    ``grad`` (a view of a block-major float64 buffer: blocks of ``block`` trees, each a
+    ``grad`` (a view of a block-major buffer of the one-hot matrix's dtype, float32 or
+    float64: blocks of ``block`` trees, each a
     contiguous (n, block) matrix, so that every sparse product has a cache-sized
     contiguous dense operand and a preallocated output). Trees are padded to
     ``n_trees_pad`` (a multiple of ``block`` and ``pack``) with zero gradients and masks.
-    Count histograms: the 0/1 node masks of ``pack`` trees share one float64 column as
+    Count histograms: the 0/1 node masks of ``pack`` trees share one column as
     base-2**count_bits digits (a bin holds at most 2**count_bits - 1 rows, so the digit
     sums are exact and do not carry).
     """
@@ -255,17 +273,18 @@ class _Histograms:
         self.pack, self.count_bits, self.n_blocks, self.block = pack, count_bits, n_blocks, block
         self.n_trees_pad = n_blocks * block
         self.n_count = self.n_trees_pad // pack
-        f64 = torch.float64
-        self._grad = torch.zeros(n_blocks, n, block, dtype=f64, device=device)
+        dtype = onehot.dtype
+        self._grad = torch.zeros(n_blocks, n, block, dtype=dtype, device=device)
         self.grad = self._grad.permute(1, 0, 2)                     # (n, S, W)
-        self._dense = torch.empty(max_nodes, n_blocks, n, block, dtype=f64, device=device)
-        self._counts = torch.empty(n * max_nodes * self.n_count, dtype=f64, device=device)
-        self._sums = torch.empty(max_nodes, n_blocks, rows, block, dtype=f64, device=device)
-        self._count_sums = torch.empty(rows * max_nodes * self.n_count, dtype=f64,
+        self._dense = torch.empty(max_nodes, n_blocks, n, block, dtype=dtype, device=device)
+        self._counts = torch.empty(n * max_nodes * self.n_count, dtype=dtype, device=device)
+        self._sums = torch.empty(max_nodes, n_blocks, rows, block, dtype=dtype,
+                                 device=device)
+        self._count_sums = torch.empty(rows * max_nodes * self.n_count, dtype=dtype,
                                        device=device)
 
     def __call__(self, masks: torch.Tensor | None):
-        """Sums over the rows of each node: masks (n, nodes, n_trees_pad) float64 0/1, or
+        """Sums over the rows of each node: masks (n, nodes, n_trees_pad) 0/1, or
         ``None`` for the root (every row; no counts). Returns float64 gradient sums
         (R, nodes, T) and float32 counts (R, nodes, T) (``None`` for the root)."""
         onehot, n_blocks, block = self.onehot, self.n_blocks, self.block
@@ -430,7 +449,9 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
     # on the calling thread, and shared by the workers.
     x_train = x_train.to(torch.float32).to(torch.float64)  # scikit-learn's trees: float32
     binned = bin_features(x_train, max_bins)
-    onehot = _bin_matrix(binned, torch.float64) if binned.bins.shape[0] else None
+    onehot = None
+    if binned.bins.shape[0]:
+        onehot = _bin_matrix(binned, _histogram_dtype(_largest_bin(binned)))
     fit_options.update(binned=binned, onehot=onehot)
     groups = _balanced_groups(trees, max(1, min(int(workers), n_targets)))
     if len(groups) == 1:
@@ -537,22 +558,27 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
         bins = binned.bins.T.to(torch.uint8 if nb <= 256 else torch.int64).contiguous()
         x_test_active = x_test[:, binned.active].contiguous()        # (n_test, d)
         # Histogram sums are exact: the negative gradients (|g| <= 1) are rounded to
-        # integer multiples of 2**-30, so every partial sum of at most n < 2**22 of them
-        # is an integer below 2**52 in float64, whatever the summation order.
-        scale = 2.0 ** 30
-        hist_c0 = _spmm(onehot, torch.ones(n, 1, dtype=f64, device=device))
-        largest_bin = int(hist_c0.max())
-        cum_c0 = hist_c0.to(torch.float32).view(d, nb, 1, 1).cumsum(1)  # root counts
-        # Count histograms: the 0/1 node masks of ``pack`` trees share one float64 column
-        # as base-2**count_bits digits (a bin holds at most ``largest_bin`` rows).
+        # integer multiples of 2**-bits, with bits chosen so that no bin's sum leaves the
+        # integers the histogram dtype holds exactly (see _histogram_dtype); the
+        # cumulative sums over bins are then taken in float64, also exactly.
+        dtype = onehot.dtype
+        largest_bin = _largest_bin(binned)
+        bits = _gradient_bits(largest_bin, dtype)
+        scale = 2.0 ** bits
+        cum_c0 = torch.bincount(
+            (binned.bins + nb * torch.arange(d, device=device)[:, None]).reshape(-1),
+            minlength=d * nb).to(torch.float32).view(d, nb, 1, 1).cumsum(1)  # root counts
+        # Count histograms: the 0/1 node masks of ``pack`` trees share one column as
+        # base-2**count_bits digits (a bin holds at most ``largest_bin`` rows).
         count_bits = max(1, int(largest_bin).bit_length())
-        pack = max(1, min(8, 52 // count_bits))
+        mantissa = 24 if dtype == torch.float32 else 53
+        pack = max(1, min(8, (mantissa - 1) // count_bits))
         half_max = max(1, 2 ** (max_depth - 2))
         workspace = _Workspace(device)
         histograms = _Histograms(onehot, n_trees, 1.0 / scale, pack, count_bits, half_max,
                                  workspace)
         n_trees_pad = histograms.n_trees_pad
-        mask_float = torch.zeros(n, half_max, n_trees_pad, dtype=f64, device=device)
+        mask_float = torch.zeros(n, half_max, n_trees_pad, dtype=dtype, device=device)
         # Tie-breaking keys from content, not position: permuting the features or
         # relabelling the classes leaves every choice unchanged.
         feature_key = _content_key(binned.bins, _row_weights(n, device))

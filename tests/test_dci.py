@@ -182,6 +182,22 @@ def test_torch_gbt_worker_threads_give_the_same_fit():
                             n_estimators=2, workers=2)
 
 
+def test_torch_gbt_histogram_precision_follows_the_largest_bin(monkeypatch):
+    import disentangle_eval._gbt as gbt
+
+    assert gbt._histogram_dtype(60) == torch.float32 and gbt._gradient_bits(60, torch.float32) == 18
+    assert gbt._histogram_dtype(255) == torch.float32
+    assert gbt._histogram_dtype(256) == torch.float64 and gbt._gradient_bits(256, torch.float64) == 30
+    latents, factors = _small_problem(600)
+    x, y = torch.as_tensor(latents), torch.as_tensor(factors)
+    fast = gbt.fit_gbt_classifiers(x[:400], y[:400], x[400:], n_estimators=10)
+    monkeypatch.setattr(gbt, "_histogram_dtype", lambda largest_bin: torch.float64)
+    exact = gbt.fit_gbt_classifiers(x[:400], y[:400], x[400:], n_estimators=10)
+    # 18 instead of 30 fractional gradient bits: the same trees up to near-ties.
+    torch.testing.assert_close(fast.importance, exact.importance, atol=1e-4, rtol=0)
+    assert torch.equal(fast.predict_test, exact.predict_test)
+
+
 def test_torch_gbt_row_limit_is_a_data_error(monkeypatch):
     import disentangle_eval._gbt as gbt
 
