@@ -588,6 +588,7 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
     tree_ids = tree_index.to(torch.int32)
     groups = _softmax_groups(slices)
     raw_groups = [raw[:, a:b].reshape(n, -1, k).contiguous() for a, b, k in groups]
+    proba_groups = [torch.empty_like(raw_k) for raw_k in raw_groups]
     g = torch.empty_like(raw)
     h = torch.empty_like(raw)
 
@@ -595,8 +596,12 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
                       disable=None if progress else True, leave=False):
         # Probabilities: sigmoid (binomial) or softmax over each target's trees.
         # g: negative gradient y - p; h = p (1 - p).
-        for (a, b, k), raw_k in zip(groups, raw_groups):
-            p = torch.sigmoid(raw_k) if k == 1 else torch.softmax(raw_k, dim=2)
+        for (a, b, k), raw_k, p in zip(groups, raw_groups, proba_groups):
+            if k == 1:
+                torch.sigmoid(raw_k, out=p)
+            else:  # softmax over the short last axis, written out: ~1.7x torch.softmax
+                torch.sub(raw_k, raw_k.amax(dim=2, keepdim=True), out=p).exp_()
+                p.div_(p.sum(dim=2, keepdim=True))
             torch.sub(y[:, a:b].view(n, -1, k), p, out=g[:, a:b].view(n, -1, k))
             torch.mul(p, torch.rsub(p, 1), out=h[:, a:b].view(n, -1, k))
         if d:
