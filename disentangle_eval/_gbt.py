@@ -170,11 +170,12 @@ def _bin_matrix(binned: BinnedFeatures, dtype: torch.dtype) -> torch.Tensor:
                                        (d * binned.n_bins, n), check_invariants=False)
 
 
-def _largest_bin(binned: BinnedFeatures) -> int:
-    """Most training rows in any one bin of any feature."""
+def _bin_counts(binned: BinnedFeatures) -> torch.Tensor:
+    """Training rows in each bin, shape (n_active, n_bins), int64."""
     d = binned.bins.shape[0]
     offsets = binned.n_bins * torch.arange(d, device=binned.bins.device)[:, None]
-    return int(torch.bincount((binned.bins + offsets).reshape(-1)).max())
+    return torch.bincount((binned.bins + offsets).reshape(-1),
+                          minlength=d * binned.n_bins).view(d, binned.n_bins)
 
 
 def _gradient_bits(largest_bin: int, dtype: torch.dtype) -> int:
@@ -453,7 +454,7 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
     binned = bin_features(x_train, max_bins)
     onehot = None
     if binned.bins.shape[0]:
-        onehot = _bin_matrix(binned, _histogram_dtype(_largest_bin(binned)))
+        onehot = _bin_matrix(binned, _histogram_dtype(int(_bin_counts(binned).max())))
     fit_options.update(binned=binned, onehot=onehot)
     groups = _balanced_groups(trees, max(1, min(int(workers), n_targets)))
     if len(groups) == 1:
@@ -564,12 +565,11 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
         # integers the histogram dtype holds exactly (see _histogram_dtype); the
         # cumulative sums over bins are then taken in float64, also exactly.
         dtype = onehot.dtype
-        largest_bin = _largest_bin(binned)
+        counts = _bin_counts(binned)
+        largest_bin = int(counts.max())
         bits = _gradient_bits(largest_bin, dtype)
         scale = 2.0 ** bits
-        cum_c0 = torch.bincount(
-            (binned.bins + nb * torch.arange(d, device=device)[:, None]).reshape(-1),
-            minlength=d * nb).to(torch.float32).view(d, nb, 1, 1).cumsum(1)  # root counts
+        cum_c0 = counts.to(torch.float32).view(d, nb, 1, 1).cumsum(1)  # root counts
         # Count histograms: the 0/1 node masks of ``pack`` trees share one column as
         # base-2**count_bits digits (a bin holds at most ``largest_bin`` rows).
         count_bits = max(1, int(largest_bin).bit_length())
