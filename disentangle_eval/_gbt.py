@@ -272,6 +272,7 @@ class _Histograms:
         self.onehot = onehot
         self.n_trees, self.grad_unit = n_trees, grad_unit
         self.pack, self.count_bits, self.n_blocks, self.block = pack, count_bits, n_blocks, block
+        self.digit_shifts = count_bits * torch.arange(pack, device=onehot.device)
         self.n_trees_pad = n_blocks * block
         self.n_count = self.n_trees_pad // pack
         dtype = onehot.dtype
@@ -317,11 +318,13 @@ class _Histograms:
             return out_g, None
         packed = self.workspace.get("packed", (rows, nodes, self.n_count, 1), torch.int64)
         packed.copy_(count_sums.view(rows, nodes, self.n_count, 1))
-        out_c = self.workspace.get("hist_c", (rows, nodes, self.n_count, self.pack),
-                                   torch.float32)
-        for i in range(self.pack):
-            torch.bitwise_and(packed >> (self.count_bits * i), 2 ** self.count_bits - 1,
-                              out=out_c[:, :, :, i:i + 1])
+        # Unpacked in int64: CUDA has no bitwise kernels that write float outputs.
+        digits = self.workspace.get("digits", (rows, nodes, self.n_count, self.pack),
+                                    torch.int64)
+        torch.bitwise_right_shift(packed, self.digit_shifts, out=digits)
+        digits.bitwise_and_(2 ** self.count_bits - 1)
+        out_c = self.workspace.get("hist_c", digits.shape, torch.float32)
+        out_c.copy_(digits)
         return out_g, out_c.view(rows, nodes, self.n_trees_pad)[:, :, :self.n_trees]
 
 

@@ -191,12 +191,14 @@ def _rng_states(data_rng: np.random.Generator, device: torch.device) -> dict[str
 
 def _set_rng_states(states: dict[str, Any], data_rng: np.random.Generator,
                     device: torch.device) -> None:
-    torch.set_rng_state(states["torch"])
+    # A checkpoint loaded with map_location=cuda carries the generator states there too;
+    # both setters take CPU byte tensors.
+    torch.set_rng_state(states["torch"].cpu())
     np.random.set_state(states["numpy"])
     random.setstate(states["python"])
     data_rng.bit_generator.state = states["data"]
     if device.type == "cuda" and "cuda" in states:
-        torch.cuda.set_rng_state(states["cuda"], device)
+        torch.cuda.set_rng_state(states["cuda"].cpu(), device)
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
