@@ -328,15 +328,14 @@ class _Histograms:
         return out_g, out_c.view(rows, nodes, self.n_trees_pad)[:, :, :self.n_trees]
 
 
-def _best_splits(cum_g, cum_c, binned, importance, stage, n_nodes, seed_key, target_key,
-                 feature_key, tree_index, workspace):
+def _best_splits(cum_g, cum_c, binned, importance, priority, tree_index, workspace):
     """Best split of every (node, tree) from cumulative histograms (d, nb, nodes, T) of the
     gradients (float64) and counts (float32, exact); adds the importances.
 
     Returns the feature (nodes, T), the value threshold (nodes, T; +inf: no split) and the
     bin threshold (nodes, T; rows with a larger bin go right).
     """
-    d, nb, _, n_trees = cum_g.shape
+    d, nb, n_nodes, n_trees = cum_g.shape
     device = cum_g.device
     f64 = torch.float64
     # For "bin <= b goes left" the squared-error decrease is n * dev^2 / (n_left * n_right),
@@ -352,18 +351,18 @@ def _best_splits(cum_g, cum_c, binned, importance, stage, n_nodes, seed_key, tar
     torch.sub(tot_c, cum_c, out=denom).mul_(cum_c).clamp_(min=0.25)
     score = workspace.get("score", cum_g.shape, torch.float32)
     score.copy_(dev).square_().div_(denom)
-    best_score, best_bin = score.max(1)                              # (d, nodes, T)
-    top = best_score.max(0).values                                   # (nodes, T)
+    # Maxima without indices (~10x faster than max(dim) with them); the best bin is then
+    # looked up for the chosen feature only.
+    best_score = score.amax(1)                                       # (d, nodes, T)
+    top = best_score.amax(0)                                         # (nodes, T)
     tied = best_score == top
-    priority = _mix(_mix(_mix(seed_key, stage * 64 + n_nodes), target_key)[:, None]
-                    + torch.arange(n_nodes, device=device), feature_key[:, None, None])
-    feat = torch.where(tied, priority.transpose(1, 2), -1).argmax(0)  # (nodes, T)
-    b = best_bin.gather(0, feat[None]).squeeze(0)
-    # Cumulative counts of the chosen feature, (nodes, T, nb).
+    feat = torch.where(tied, priority, -1).argmax(0)                 # (nodes, T)
+    # Scores and cumulative counts of the chosen feature, (nodes, T, nb).
     cell = (torch.arange(n_nodes, device=device)[:, None] * n_trees
             + torch.arange(n_trees, device=device))                  # (nodes, T)
     at = ((feat * nb * n_nodes * n_trees + cell)[:, :, None]
           + torch.arange(nb, device=device) * (n_nodes * n_trees))   # (nodes, T, nb)
+    b = score.view(-1).take(at).argmax(2)                            # first best: lowest bin
     cc = cum_c.expand(d, nb, n_nodes, n_trees).reshape(-1).take(at)
     n_left = cc.gather(2, b.unsqueeze(2))                            # (nodes, T, 1)
     n_node = cc[:, :, -1:]
@@ -387,6 +386,18 @@ def _best_splits(cum_g, cum_c, binned, importance, stage, n_nodes, seed_key, tar
     threshold = torch.where(split, threshold, math.inf)
     bin_threshold = torch.where(split, b_left, nb - 1)
     return feat, threshold, bin_threshold
+
+
+def _tie_priorities(seed_key, stage, max_depth, target_key, feature_key):
+    """Tie-breaking priority of each feature at each (node, tree) of every level of one
+    stage: a hash of the seed, the stage, the level, the node, and the tree's target and
+    feature contents. Returns one (d, nodes, T) int64 tensor per level."""
+    device = target_key.device
+    n_nodes = 2 ** torch.arange(max_depth, device=device)                   # per level
+    by_level = _mix(_mix(seed_key, stage * 64 + n_nodes)[:, None], target_key)  # (L, T)
+    by_node = by_level[:, :, None] + torch.arange(2 ** (max_depth - 1), device=device)
+    table = _mix(by_node, feature_key[:, None, None, None])                # (d, L, T, M)
+    return [table[:, level, :, :2 ** level].transpose(1, 2) for level in range(max_depth)]
 
 
 @dataclass(frozen=True)
@@ -613,6 +624,8 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
             torch.mul(g, scale, out=q.view(n, -1)[:, :n_trees]).round_()
             histograms.grad.copy_(q)
 
+        if d:
+            priorities = _tie_priorities(seed_key, stage, max_depth, target_key, feature_key)
         # Global node ids t * n_nodes + m: children of node k are 2k and 2k + 1.
         # Histograms and split tables are laid out (feature * bin, node, tree).
         node = tree_ids[None, :].expand(n, n_trees)
@@ -643,8 +656,7 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
                 cum_g = new_g.view(d, nb, n_nodes, n_trees)
                 cum_c = new_c.view(d, nb, n_nodes, n_trees)
             feat, threshold, bin_threshold = _best_splits(
-                cum_g, cum_c, binned, importance, stage, n_nodes, seed_key, target_key,
-                feature_key, tree_index, workspace)
+                cum_g, cum_c, binned, importance, priorities[level], tree_index, workspace)
 
             # Route: training rows by bin, test rows by value; tables per (tree, node).
             feat = feat.T.reshape(-1)
@@ -671,8 +683,9 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
         # Leaf values: one Newton step.
         n_slots = n_trees * 2 ** max_depth
         flat = node.reshape(-1)
-        sum_g = torch.zeros(n_slots, dtype=f64, device=device).index_add_(0, flat, g.view(-1))
-        sum_h = torch.zeros(n_slots, dtype=f64, device=device).index_add_(0, flat, h.view(-1))
+        # scatter_add_ rather than index_add_: the same sums, ~2x faster on CPU.
+        sum_g = torch.zeros(n_slots, dtype=f64, device=device).scatter_add_(0, flat, g.view(-1))
+        sum_h = torch.zeros(n_slots, dtype=f64, device=device).scatter_add_(0, flat, h.view(-1))
         value = torch.where(sum_h.abs() < 1e-150, 0.0,
                             newton_leaf * sum_g / torch.where(sum_h == 0, 1.0, sum_h))
         value = value.mul_(learning_rate)
