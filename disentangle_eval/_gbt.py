@@ -285,6 +285,13 @@ class _Histograms:
         self._count_sums = torch.empty(rows * max_nodes * self.n_count, dtype=dtype,
                                        device=device)
 
+    def set_gradients(self, q: torch.Tensor) -> None:
+        """Store the rounded gradients q (n, T) in the blocks; padded trees stay zero."""
+        for s in range(self.n_blocks):
+            start = s * self.block
+            width = min(self.block, self.n_trees - start)
+            self._grad[s, :, :width].copy_(q[:, start:start + width])
+
     def __call__(self, masks: torch.Tensor | None):
         """Sums over the rows of each node: masks (n, nodes, n_trees_pad) 0/1, or
         ``None`` for the root (every row; no counts). Returns float64 gradient sums
@@ -372,8 +379,8 @@ def _best_splits(cum_g, cum_c, binned, importance, priority, tree_index, workspa
     b_right = torch.searchsorted(cc, n_left, side="right").squeeze(2).clamp(max=nb - 1)
     m_index = torch.arange(n_nodes, device=device)[:, None].expand(-1, n_trees)
     t_index = tree_index[None, :].expand(n_nodes, -1)
-    dev_best = dev[feat, b, m_index, t_index]
     n_left, n_node = n_left.squeeze(2).to(f64), n_node.squeeze(2).to(f64)
+    dev_best = dev[feat, b, m_index, t_index]
     gain = n_node * dev_best.square() / (n_left * (n_node - n_left)).clamp(min=1)
     gain = torch.where(split, gain, 0.0)
     # Accumulated tree by tree, node by node (a fixed order of the float64 sums).
@@ -386,6 +393,45 @@ def _best_splits(cum_g, cum_c, binned, importance, priority, tree_index, workspa
     threshold = torch.where(split, threshold, math.inf)
     bin_threshold = torch.where(split, b_left, nb - 1)
     return feat, threshold, bin_threshold
+
+
+# Workspace names of (rows, trees) buffers that serve twice per stage: fewer live
+# multi-megabyte buffers, less cache traffic when two workers share the caches.
+_SCRATCH_F64 = "scratch_f64"       # rounded gradients, then the leaf step of each row
+_TRAIN_FEATURES = "train_features"  # split feature of each training row, then its leaf
+
+
+def _route(node, values, feat, threshold, level, workspace, name):
+    """Send rows one level down: ``node`` (n, T) int32 global node ids, updated in place
+    to the child's id (2 * node + go right). A row goes right when its value of the node's
+    feature exceeds the node's threshold; ``values`` (n, d) are training bins or test
+    values, ``feat`` and ``threshold`` (T * nodes,) tables per global node id. All
+    temporaries live in ``workspace`` (fresh multi-megabyte tensors are page-faulted in).
+    """
+    n, n_trees = node.shape
+    if level == 0:  # the node id is the tree id
+        feat_of_row, threshold_of_row = feat.expand(n, n_trees), threshold
+    else:
+        ids = node.view(-1)
+        feat_of_row = torch.index_select(
+            feat, 0, ids, out=workspace.get(f"{name}_features", (n * n_trees,), feat.dtype))
+        threshold_of_row = torch.index_select(
+            threshold, 0, ids,
+            out=workspace.get(f"{name}_threshold", (n * n_trees,), threshold.dtype))
+        feat_of_row = feat_of_row.view(n, n_trees)
+        threshold_of_row = threshold_of_row.view(n, n_trees)
+    value = torch.gather(values, 1, feat_of_row,
+                         out=workspace.get(f"{name}_value", (n, n_trees), values.dtype))
+    right = torch.gt(value, threshold_of_row,
+                     out=workspace.get(f"{name}_right", (n, n_trees), torch.bool))
+    torch.add(right, node, alpha=2, out=node)
+
+
+def _floor_float32(x: torch.Tensor) -> torch.Tensor:
+    """The largest float32 <= each float64 value: for a float32 v, v > x iff v > floor."""
+    down = x.to(torch.float32)
+    return torch.where(down.to(x.dtype) > x, torch.nextafter(down, down.new_tensor(-math.inf)),
+                       down)
 
 
 def _tie_priorities(seed_key, stage, max_depth, target_key, feature_key):
@@ -570,10 +616,13 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
         start = slices[-1][1]
 
     d, nb = binned.bins.shape[0], binned.n_bins
+    workspace = _Workspace(device)  # buffers reused across levels and stages
     importance = torch.zeros(n_trees, max(d, 1), dtype=f64, device=device)
     if d:
         bins = binned.bins.T.to(torch.uint8 if nb <= 256 else torch.int64).contiguous()
-        x_test_active = x_test[:, binned.active].contiguous()        # (n_test, d)
+        # Test values are float32 (as scikit-learn's trees see them), so comparing them
+        # in float32 with thresholds rounded down to float32 decides exactly as float64.
+        x_test_active = x_test[:, binned.active].to(torch.float32).contiguous()
         # Histogram sums are exact: the negative gradients (|g| <= 1) are rounded to
         # integer multiples of 2**-bits, with bits chosen so that no bin's sum leaves the
         # integers the histogram dtype holds exactly (see _histogram_dtype); the
@@ -588,9 +637,8 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
         # base-2**count_bits digits (a bin holds at most ``largest_bin`` rows).
         count_bits = max(1, int(largest_bin).bit_length())
         mantissa = 24 if dtype == torch.float32 else 53
-        pack = max(1, min(8, (mantissa - 1) // count_bits))
+        pack = max(1, min(8, mantissa // count_bits))  # sums < 2**mantissa: exact
         half_max = max(1, 2 ** (max_depth - 2))
-        workspace = _Workspace(device)
         histograms = _Histograms(onehot, n_trees, 1.0 / scale, pack, count_bits, half_max,
                                  workspace)
         n_trees_pad = histograms.n_trees_pad
@@ -599,13 +647,13 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
         # relabelling the classes leaves every choice unchanged.
         feature_key = _content_key(binned.bins, _row_weights(n, device))
         seed_key = _mix(torch.tensor(int(seed) & _MASK31, device=device), 0x5EED)
-        q = torch.zeros(n, histograms.n_blocks, histograms.block, dtype=f64, device=device)
     tree_index = torch.arange(n_trees, device=device)
     tree_ids = tree_index.to(torch.int32)
     groups = _softmax_groups(slices)
     raw_groups = [raw[:, a:b].reshape(n, -1, k).contiguous() for a, b, k in groups]
     proba_groups = [torch.empty_like(raw_k) for raw_k in raw_groups]
     g = torch.empty_like(raw)
+    one = torch.ones((), dtype=f64, device=device)
     h = torch.empty_like(raw)
 
     for stage in tqdm(range(n_estimators), desc="DCI gradient boosting", unit="stage",
@@ -619,17 +667,20 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
                 torch.sub(raw_k, raw_k.amax(dim=2, keepdim=True), out=p).exp_()
                 p.div_(p.sum(dim=2, keepdim=True))
             torch.sub(y[:, a:b].view(n, -1, k), p, out=g[:, a:b].view(n, -1, k))
-            torch.mul(p, torch.rsub(p, 1), out=h[:, a:b].view(n, -1, k))
+            torch.sub(one, p, out=h[:, a:b].view(n, -1, k)).mul_(p)       # p (1 - p)
         if d:
-            torch.mul(g, scale, out=q.view(n, -1)[:, :n_trees]).round_()
-            histograms.grad.copy_(q)
+            # The rounding scratch is the leaf step's buffer, free until the leaves.
+            q = workspace.get(_SCRATCH_F64, (n, n_trees), f64)
+            histograms.set_gradients(torch.mul(g, scale, out=q).round_())
 
         if d:
             priorities = _tie_priorities(seed_key, stage, max_depth, target_key, feature_key)
         # Global node ids t * n_nodes + m: children of node k are 2k and 2k + 1.
         # Histograms and split tables are laid out (feature * bin, node, tree).
-        node = tree_ids[None, :].expand(n, n_trees)
-        node_test = tree_ids[None, :].expand(n_test, n_trees)
+        node = workspace.get("node", (n, n_trees), torch.int32)
+        node_test = workspace.get("node_test", (n_test, n_trees), torch.int32)
+        node.copy_(tree_ids.expand(n, n_trees))
+        node_test.copy_(tree_ids.expand(n_test, n_trees))
         for level in range(max_depth if d else 0):
             n_nodes = 2 ** level
             # Cumulative histograms over the bins, (d, nb, nodes, T): exact sums, so the
@@ -660,39 +711,31 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
 
             # Route: training rows by bin, test rows by value; tables per (tree, node).
             feat = feat.T.reshape(-1)
-            threshold = threshold.T.reshape(-1)
-            bin_threshold = bin_threshold.T.reshape(-1).to(bins.dtype)
-            if level == 0:                                            # node = tree
-                go_right = bins.gather(1, feat.expand(n, n_trees)) > bin_threshold
-                go_right_test = (x_test_active.gather(1, feat.expand(n_test, n_trees))
-                                 > threshold)
-            else:
-                flat = node.reshape(-1)
-                go_right = (bins.gather(1, feat.index_select(0, flat).view(n, n_trees))
-                            > bin_threshold.index_select(0, flat).view(n, n_trees))
-                flat_test = node_test.reshape(-1)
-                f_test = feat.index_select(0, flat_test).view(n_test, n_trees)
-                go_right_test = (x_test_active.gather(1, f_test)
-                                 > threshold.index_select(0, flat_test).view(n_test, n_trees))
-            node = torch.add(go_right, node, alpha=2)
-            node_test = torch.add(go_right_test, node_test, alpha=2)
+            _route(node, bins, feat, bin_threshold.T.reshape(-1).to(bins.dtype), level,
+                   workspace, "train")
+            _route(node_test, x_test_active, feat, _floor_float32(threshold.T.reshape(-1)),
+                   level, workspace, "test")
         if not d:  # no usable feature: every tree is a single leaf
-            node = tree_ids[None, :].expand(n, n_trees) * 2 ** max_depth
-            node_test = tree_ids[None, :].expand(n_test, n_trees) * 2 ** max_depth
+            node.mul_(2 ** max_depth)
+            node_test.mul_(2 ** max_depth)
 
         # Leaf values: one Newton step.
         n_slots = n_trees * 2 ** max_depth
-        flat = node.reshape(-1)
+        flat = workspace.get(_TRAIN_FEATURES, (n * n_trees,), torch.int64)  # routing is done
+        flat.copy_(node.view(-1))  # scatter_add_ takes int64 indices only
         # scatter_add_ rather than index_add_: the same sums, ~2x faster on CPU.
-        sum_g = torch.zeros(n_slots, dtype=f64, device=device).scatter_add_(0, flat, g.view(-1))
-        sum_h = torch.zeros(n_slots, dtype=f64, device=device).scatter_add_(0, flat, h.view(-1))
+        sum_g = workspace.get("sum_g", (n_slots,), f64).zero_().scatter_add_(0, flat, g.view(-1))
+        sum_h = workspace.get("sum_h", (n_slots,), f64).zero_().scatter_add_(0, flat, h.view(-1))
         value = torch.where(sum_h.abs() < 1e-150, 0.0,
                             newton_leaf * sum_g / torch.where(sum_h == 0, 1.0, sum_h))
         value = value.mul_(learning_rate)
-        step = value.index_select(0, flat).view(n, n_trees)
+        step = torch.index_select(value, 0, flat, out=workspace.get(_SCRATCH_F64, (n * n_trees,), f64))
+        step = step.view(n, n_trees)
         for (a, b, k), raw_k in zip(groups, raw_groups):
             raw_k += step[:, a:b].view(n, -1, k)
-        raw_test += value.index_select(0, node_test.reshape(-1)).view(n_test, n_trees)
+        step_test = workspace.get("step_test", (n_test * n_trees,), f64)
+        raw_test += torch.index_select(value, 0, node_test.view(-1), out=step_test).view(
+            n_test, n_trees)
 
     # Importance per target: sum over its trees, normalised.
     imp = torch.zeros(n_targets, n_features, dtype=f64, device=device)
