@@ -351,9 +351,8 @@ def _best_splits(cum_g, cum_c, binned, importance, priority, tree_index, workspa
     tot_c = cum_c[:, -1:]
     mean = cum_g[:, -1:] / tot_c.to(f64).clamp(min=1)
     dev = workspace.get("dev", cum_g.shape, f64)                     # (d, nb, nodes, T)
-    counts64 = workspace.get("counts64", cum_c.shape, f64)
-    counts64.copy_(cum_c)  # a float64 copy first: mixed-dtype addcmul is ~4x slower
-    torch.addcmul(cum_g, counts64, mean, value=-1, out=dev)
+    dev.copy_(cum_c)  # the counts in float64 first: mixed-dtype addcmul is ~4x slower
+    torch.addcmul(cum_g, dev, mean, value=-1, out=dev)
     denom = workspace.get("denom", cum_c.shape, torch.float32)      # tot_c broadcasts
     torch.sub(tot_c, cum_c, out=denom).mul_(cum_c).clamp_(min=0.25)
     score = workspace.get("score", cum_g.shape, torch.float32)
@@ -608,7 +607,10 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
     target_key = _content_key(y.long(), _row_weights(n, device))
     target_key = torch.where(binomial, torch.minimum(
         target_key, _content_key(1 - y.long(), _row_weights(n, device))), target_key)
-    y = y.T.contiguous()                                             # (n, T)
+    # Positions (row * T + tree) where the one-vs-rest target is 1: the gradient y - p is
+    # -p plus one there (bitwise the same), without an (n, T) target array per stage.
+    positive = (y.T.reshape(-1) == 1).nonzero().squeeze(1)
+    del y
     slices = []                                                      # trees of each target
     start = 0
     for k in n_cls:
@@ -666,8 +668,9 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
             else:  # softmax over the short last axis, written out: ~1.7x torch.softmax
                 torch.sub(raw_k, raw_k.amax(dim=2, keepdim=True), out=p).exp_()
                 p.div_(p.sum(dim=2, keepdim=True))
-            torch.sub(y[:, a:b].view(n, -1, k), p, out=g[:, a:b].view(n, -1, k))
+            torch.neg(p, out=g[:, a:b].view(n, -1, k))
             torch.sub(one, p, out=h[:, a:b].view(n, -1, k)).mul_(p)       # p (1 - p)
+        g.view(-1).index_put_((positive,), one, accumulate=True)      # g = y - p
         if d:
             # The rounding scratch is the leaf step's buffer, free until the leaves.
             q = workspace.get(_SCRATCH_F64, (n, n_trees), f64)
