@@ -58,6 +58,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 
@@ -237,14 +238,29 @@ class _Workspace:
     def __init__(self, device):
         self.device = device
         self._buffers = {}
+        self._views = {}
 
     def get(self, name: str, shape, dtype: torch.dtype) -> torch.Tensor:
+        # The same view object for the same request: a stage asks for the same few
+        # hundred views every time, and making a view costs as much as a small kernel.
+        key = (name, tuple(shape), dtype)
+        view = self._views.get(key)
+        if view is not None:
+            return view
         numel = math.prod(shape)
         buffer = self._buffers.get(name)
         if buffer is None or buffer.numel() < numel or buffer.dtype != dtype:
             buffer = torch.empty(numel, dtype=dtype, device=self.device)
             self._buffers[name] = buffer
-        return buffer[:numel].view(shape)
+        view = self._views[key] = buffer[:numel].view(shape)
+        return view
+
+    def cached(self, key, make):
+        """``make()`` once per ``key``: constant index tensors and views of the buffers."""
+        value = self._views.get(key)
+        if value is None:
+            value = self._views[key] = make()
+        return value
 
 
 class _Histograms:
@@ -296,43 +312,58 @@ class _Histograms:
         """Sums over the rows of each node: masks (n, nodes, n_trees_pad) 0/1, or
         ``None`` for the root (every row; no counts). Returns float64 gradient sums
         (R, nodes, T) and float32 counts (R, nodes, T) (``None`` for the root)."""
-        onehot, n_blocks, block = self.onehot, self.n_blocks, self.block
-        rows, n = onehot.shape
-        if masks is None:
-            nodes, operand = 1, self._grad[None]
-        else:
-            nodes = masks.shape[1]
-            operand = self._dense[:nodes]
-            torch.mul(self.grad[:, None], masks.view(n, nodes, n_blocks, block),
-                      out=operand.permute(2, 0, 1, 3))
-            counts = self._counts[:n * nodes * self.n_count].view(n, nodes, self.n_count)
-            grouped = masks.view(n, nodes, self.n_count, self.pack)
-            counts.copy_(grouped[:, :, :, 0])
+        nodes = 1 if masks is None else masks.shape[1]
+        plan = self.workspace.cached(("histograms", masks is None, nodes),
+                                     lambda: self._plan(masks is None, nodes))
+        onehot = self.onehot
+        if masks is not None:
+            torch.mul(self.grad[:, None], masks.view(plan.masks_shape), out=plan.operand_out)
+            grouped = masks.view(plan.grouped_shape)
+            plan.counts.copy_(grouped[:, :, :, 0])
             for i in range(1, self.pack):
-                counts.add_(grouped[:, :, :, i], alpha=2.0 ** (self.count_bits * i))
-            count_sums = self._count_sums[:rows * nodes * self.n_count].view(
-                rows, nodes * self.n_count)
-            torch.mm(onehot, counts.view(n, nodes * self.n_count), out=count_sums)
-        sums = self._sums[:nodes]
-        for m in range(nodes):
-            for s in range(n_blocks):
-                torch.mm(onehot, operand[m, s], out=sums[m, s])
+                plan.counts.add_(grouped[:, :, :, i], alpha=2.0 ** (self.count_bits * i))
+            torch.mm(onehot, plan.counts_2d, out=plan.count_sums)
+        for operand, sums in plan.products:
+            torch.mm(onehot, operand, out=sums)
         # (nodes, S, R, W) -> (R, nodes, S, W), from integer units to gradient units.
-        out_g = self.workspace.get("hist_g", (rows, nodes, n_blocks, block), torch.float64)
-        torch.mul(sums.permute(2, 0, 1, 3), self.grad_unit, out=out_g)
-        out_g = out_g.view(rows, nodes, self.n_trees_pad)[:, :, :self.n_trees]
+        torch.mul(plan.sums_by_row, self.grad_unit, out=plan.out_g)
         if masks is None:
-            return out_g, None
-        packed = self.workspace.get("packed", (rows, nodes, self.n_count, 1), torch.int64)
-        packed.copy_(count_sums.view(rows, nodes, self.n_count, 1))
+            return plan.out_g_trees, None
+        plan.packed.copy_(plan.count_sums_packed)
         # Unpacked in int64: CUDA has no bitwise kernels that write float outputs.
-        digits = self.workspace.get("digits", (rows, nodes, self.n_count, self.pack),
-                                    torch.int64)
-        torch.bitwise_right_shift(packed, self.digit_shifts, out=digits)
-        digits.bitwise_and_(2 ** self.count_bits - 1)
-        out_c = self.workspace.get("hist_c", digits.shape, torch.float32)
-        out_c.copy_(digits)
-        return out_g, out_c.view(rows, nodes, self.n_trees_pad)[:, :, :self.n_trees]
+        torch.bitwise_right_shift(plan.packed, self.digit_shifts, out=plan.digits)
+        plan.digits.bitwise_and_(2 ** self.count_bits - 1)
+        plan.out_c.copy_(plan.digits)
+        return plan.out_g_trees, plan.out_c_trees
+
+    def _plan(self, root: bool, nodes: int) -> SimpleNamespace:
+        """The views one call with ``nodes`` nodes works on (made once, then reused)."""
+        rows, n = self.onehot.shape
+        n_blocks, block, n_count = self.n_blocks, self.block, self.n_count
+        plan = SimpleNamespace()
+        operand = self._grad[None] if root else self._dense[:nodes]
+        sums = self._sums[:nodes]
+        plan.products = [(operand[m, s], sums[m, s])
+                         for m in range(nodes) for s in range(n_blocks)]
+        plan.sums_by_row = sums.permute(2, 0, 1, 3)
+        plan.out_g = self.workspace.get("hist_g", (rows, nodes, n_blocks, block),
+                                        torch.float64)
+        plan.out_g_trees = plan.out_g.view(rows, nodes, self.n_trees_pad)[:, :, :self.n_trees]
+        if root:
+            return plan
+        plan.masks_shape = (n, nodes, n_blocks, block)
+        plan.operand_out = operand.permute(2, 0, 1, 3)
+        plan.grouped_shape = (n, nodes, n_count, self.pack)
+        plan.counts = self._counts[:n * nodes * n_count].view(n, nodes, n_count)
+        plan.counts_2d = plan.counts.view(n, nodes * n_count)
+        plan.count_sums = self._count_sums[:rows * nodes * n_count].view(rows, nodes * n_count)
+        plan.count_sums_packed = plan.count_sums.view(rows, nodes, n_count, 1)
+        plan.packed = self.workspace.get("packed", (rows, nodes, n_count, 1), torch.int64)
+        plan.digits = self.workspace.get("digits", (rows, nodes, n_count, self.pack),
+                                         torch.int64)
+        plan.out_c = self.workspace.get("hist_c", plan.digits.shape, torch.float32)
+        plan.out_c_trees = plan.out_c.view(rows, nodes, self.n_trees_pad)[:, :, :self.n_trees]
+        return plan
 
 
 def _best_splits(cum_g, cum_c, binned, importance, priority, tree_index, workspace):
@@ -364,26 +395,23 @@ def _best_splits(cum_g, cum_c, binned, importance, priority, tree_index, workspa
     tied = best_score == top
     feat = torch.where(tied, priority, -1).argmax(0)                 # (nodes, T)
     # Scores and cumulative counts of the chosen feature, (nodes, T, nb).
-    cell = (torch.arange(n_nodes, device=device)[:, None] * n_trees
-            + torch.arange(n_trees, device=device))                  # (nodes, T)
-    at = ((feat * nb * n_nodes * n_trees + cell)[:, :, None]
-          + torch.arange(nb, device=device) * (n_nodes * n_trees))   # (nodes, T, nb)
+    const = workspace.cached(("split constants", d, nb, n_nodes, n_trees),
+                             lambda: _split_constants(d, nb, n_nodes, tree_index))
+    at = torch.add(const.cells, feat[:, :, None], alpha=nb * n_nodes * n_trees)
     b = score.view(-1).take(at).argmax(2)                            # first best: lowest bin
-    cc = cum_c.expand(d, nb, n_nodes, n_trees).reshape(-1).take(at)
+    cc = cum_c.view(-1).take(at)
     n_left = cc.gather(2, b.unsqueeze(2))                            # (nodes, T, 1)
     n_node = cc[:, :, -1:]
     split = ((n_left >= 1) & (n_left < n_node)).squeeze(2)
     # Last non-empty bin on the left, first non-empty bin on the right (in the node).
     b_left = torch.searchsorted(cc, n_left, side="left").squeeze(2)
     b_right = torch.searchsorted(cc, n_left, side="right").squeeze(2).clamp(max=nb - 1)
-    m_index = torch.arange(n_nodes, device=device)[:, None].expand(-1, n_trees)
-    t_index = tree_index[None, :].expand(n_nodes, -1)
     n_left, n_node = n_left.squeeze(2).to(f64), n_node.squeeze(2).to(f64)
-    dev_best = dev[feat, b, m_index, t_index]
+    dev_best = dev[feat, b, const.m_index, const.t_index]
     gain = n_node * dev_best.square() / (n_left * (n_node - n_left)).clamp(min=1)
     gain = torch.where(split, gain, 0.0)
     # Accumulated tree by tree, node by node (a fixed order of the float64 sums).
-    importance.index_put_((t_index.T.contiguous(), feat.T.contiguous()), gain.T.contiguous(),
+    importance.index_put_((const.t_index_by_tree, feat.T.contiguous()), gain.T.contiguous(),
                           accumulate=True)
     lo = binned.bin_max[feat, b_left]
     hi = binned.bin_min[feat, b_right]
@@ -392,6 +420,41 @@ def _best_splits(cum_g, cum_c, binned, importance, priority, tree_index, workspa
     threshold = torch.where(split, threshold, math.inf)
     bin_threshold = torch.where(split, b_left, nb - 1)
     return feat, threshold, bin_threshold
+
+
+def _split_constants(d, nb, n_nodes, tree_index) -> SimpleNamespace:
+    """Index tensors of :func:`_best_splits` that depend on the level's shape only."""
+    device, n_trees = tree_index.device, tree_index.numel()
+    cell = (torch.arange(n_nodes, device=device)[:, None] * n_trees
+            + torch.arange(n_trees, device=device))                  # (nodes, T)
+    t_index = tree_index[None, :].expand(n_nodes, -1)
+    return SimpleNamespace(
+        # Flat offsets of (bin, node, tree) in a (d, nb, nodes, T) tensor, (nodes, T, nb).
+        cells=cell[:, :, None] + torch.arange(nb, device=device) * (n_nodes * n_trees),
+        m_index=torch.arange(n_nodes, device=device)[:, None].expand(-1, n_trees),
+        t_index=t_index, t_index_by_tree=t_index.T.contiguous())
+
+
+def _level_views(level, d, nb, n_trees, tree_ids, node, mask_float, histograms,
+                 workspace) -> SimpleNamespace:
+    """Buffers and views of one level below the root (made once per fit): the left-child
+    masks, and the cumulative histograms (d, nb, nodes, T) with their left and right
+    children's halves."""
+    n_nodes, half = 2 ** level, 2 ** (level - 1)
+    device = tree_ids.device
+    masks = mask_float[:, :half]                                     # (n, half, T_pad)
+    cum_g = workspace.get(f"cum_g{level % 2}", (d, nb, half, 2, n_trees), torch.float64)
+    cum_c = workspace.get(f"cum_c{level % 2}", (d, nb, half, 2, n_trees), torch.float32)
+    return SimpleNamespace(
+        node=node[:, None, :], masks=masks, masks_trees=masks[:, :, :n_trees],
+        # Global ids of the left children (even local ids), (1, half, T).
+        left_ids=((tree_ids * n_nodes)[None, None, :]
+                  + 2 * torch.arange(half, device=device, dtype=torch.int32)[:, None]),
+        left_g_of=lambda left_g: left_g.view(d, nb, half, n_trees),
+        left_c_of=lambda left_c: left_c.view(d, nb, half, n_trees),
+        cum_g_left=cum_g[:, :, :, 0], cum_g_right=cum_g[:, :, :, 1],
+        cum_c_left=cum_c[:, :, :, 0], cum_c_right=cum_c[:, :, :, 1],
+        cum_g=cum_g.view(d, nb, n_nodes, n_trees), cum_c=cum_c.view(d, nb, n_nodes, n_trees))
 
 
 # Workspace names of (rows, trees) buffers that serve twice per stage: fewer live
@@ -433,16 +496,17 @@ def _floor_float32(x: torch.Tensor) -> torch.Tensor:
                        down)
 
 
-def _tie_priorities(seed_key, stage, max_depth, target_key, feature_key):
-    """Tie-breaking priority of each feature at each (node, tree) of every level of one
-    stage: a hash of the seed, the stage, the level, the node, and the tree's target and
-    feature contents. Returns one (d, nodes, T) int64 tensor per level."""
+def _tie_priorities(seed_key, stages, max_depth, target_key, feature_key):
+    """Tie-breaking priority of each feature at each (node, tree) of every level of the
+    given ``stages``: a hash of the seed, the stage, the level, the node, and the tree's
+    target and feature contents. Returns a (d, stages, levels, T, 2 ** (levels - 1))
+    int64 table; level ``l`` uses the first 2 ** l nodes."""
     device = target_key.device
     n_nodes = 2 ** torch.arange(max_depth, device=device)                   # per level
-    by_level = _mix(_mix(seed_key, stage * 64 + n_nodes)[:, None], target_key)  # (L, T)
-    by_node = by_level[:, :, None] + torch.arange(2 ** (max_depth - 1), device=device)
-    table = _mix(by_node, feature_key[:, None, None, None])                # (d, L, T, M)
-    return [table[:, level, :, :2 ** level].transpose(1, 2) for level in range(max_depth)]
+    by_level = _mix(_mix(seed_key, stages[:, None] * 64 + n_nodes)[:, :, None],
+                    target_key)                                              # (S, L, T)
+    by_node = by_level[..., None] + torch.arange(2 ** (max_depth - 1), device=device)
+    return _mix(by_node, feature_key[:, None, None, None, None])
 
 
 @dataclass(frozen=True)
@@ -634,7 +698,8 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
         largest_bin = int(counts.max())
         bits = _gradient_bits(largest_bin, dtype)
         scale = 2.0 ** bits
-        cum_c0 = counts.to(torch.float32).view(d, nb, 1, 1).cumsum(1)  # root counts
+        cum_c0 = counts.to(torch.float32).view(d, nb, 1, 1).cumsum(1).expand(
+            d, nb, 1, n_trees).contiguous()                          # root counts
         # Count histograms: the 0/1 node masks of ``pack`` trees share one column as
         # base-2**count_bits digits (a bin holds at most ``largest_bin`` rows).
         count_bits = max(1, int(largest_bin).bit_length())
@@ -653,35 +718,48 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
     tree_ids = tree_index.to(torch.int32)
     groups = _softmax_groups(slices)
     raw_groups = [raw[:, a:b].reshape(n, -1, k).contiguous() for a, b, k in groups]
-    proba_groups = [torch.empty_like(raw_k) for raw_k in raw_groups]
     g = torch.empty_like(raw)
-    one = torch.ones((), dtype=f64, device=device)
     h = torch.empty_like(raw)
+    one = torch.ones((), dtype=f64, device=device)
+    # Per softmax group: k, raw scores, probabilities, and its views of g and h.
+    softmax_groups = [(k, raw_k, torch.empty_like(raw_k), g[:, a:b].view(n, -1, k),
+                       h[:, a:b].view(n, -1, k)) for (a, b, k), raw_k in zip(groups, raw_groups)]
+    n_slots = n_trees * 2 ** max_depth
+    leaf_of_row = workspace.get(_TRAIN_FEATURES, (n * n_trees,), torch.int64)
+    sum_g = workspace.get("sum_g", (n_slots,), f64)
+    sum_h = workspace.get("sum_h", (n_slots,), f64)
+    step = workspace.get(_SCRATCH_F64, (n * n_trees,), f64)
+    step_groups = [step.view(n, n_trees)[:, a:b].view(n, -1, k) for a, b, k in groups]
+    step_test = workspace.get("step_test", (n_test * n_trees,), f64)
+    # Global node ids t * n_nodes + m: children of node k are 2k and 2k + 1.
+    node = workspace.get("node", (n, n_trees), torch.int32)
+    node_test = workspace.get("node_test", (n_test, n_trees), torch.int32)
+    levels = [_level_views(level, d, nb, n_trees, tree_ids, node, mask_float, histograms,
+                           workspace) for level in range(1, max_depth)] if d else []
+    stage_chunk = 25  # tie priorities are hashed for this many stages at a time
 
     for stage in tqdm(range(n_estimators), desc="DCI gradient boosting", unit="stage",
                       disable=None if progress else True, leave=False):
         # Probabilities: sigmoid (binomial) or softmax over each target's trees.
         # g: negative gradient y - p; h = p (1 - p).
-        for (a, b, k), raw_k, p in zip(groups, raw_groups, proba_groups):
+        for k, raw_k, p, g_k, h_k in softmax_groups:
             if k == 1:
                 torch.sigmoid(raw_k, out=p)
             else:  # softmax over the short last axis, written out: ~1.7x torch.softmax
                 torch.sub(raw_k, raw_k.amax(dim=2, keepdim=True), out=p).exp_()
                 p.div_(p.sum(dim=2, keepdim=True))
-            torch.neg(p, out=g[:, a:b].view(n, -1, k))
-            torch.sub(one, p, out=h[:, a:b].view(n, -1, k)).mul_(p)       # p (1 - p)
+            torch.neg(p, out=g_k)
+            torch.sub(one, p, out=h_k).mul_(p)                        # p (1 - p)
         g.view(-1).index_put_((positive,), one, accumulate=True)      # g = y - p
         if d:
             # The rounding scratch is the leaf step's buffer, free until the leaves.
-            q = workspace.get(_SCRATCH_F64, (n, n_trees), f64)
+            q = step.view(n, n_trees)
             histograms.set_gradients(torch.mul(g, scale, out=q).round_())
-
-        if d:
-            priorities = _tie_priorities(seed_key, stage, max_depth, target_key, feature_key)
-        # Global node ids t * n_nodes + m: children of node k are 2k and 2k + 1.
-        # Histograms and split tables are laid out (feature * bin, node, tree).
-        node = workspace.get("node", (n, n_trees), torch.int32)
-        node_test = workspace.get("node_test", (n_test, n_trees), torch.int32)
+            if stage % stage_chunk == 0:
+                stages = torch.arange(stage, min(stage + stage_chunk, n_estimators),
+                                      device=device)
+                priorities = _tie_priorities(seed_key, stages, max_depth, target_key,
+                                             feature_key)
         node.copy_(tree_ids.expand(n, n_trees))
         node_test.copy_(tree_ids.expand(n_test, n_trees))
         for level in range(max_depth if d else 0):
@@ -693,24 +771,17 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
                 torch.cumsum(histograms(None)[0].view(d, nb, 1, n_trees), 1, out=cum_g)
                 cum_c = cum_c0
             else:
-                half = n_nodes // 2
-                # Left children only (even local ids).
-                masks = mask_float[:, :half]                          # (n, half, T_pad)
-                torch.eq(node[:, None, :], (tree_ids * n_nodes)[None, None, :]
-                         + 2 * torch.arange(half, device=device, dtype=torch.int32)[:, None],
-                         out=masks[:, :, :n_trees])
-                left_g, left_c = histograms(masks)
-                new_g = workspace.get(f"cum_g{level % 2}", (d, nb, half, 2, n_trees), f64)
-                new_c = workspace.get(f"cum_c{level % 2}", (d, nb, half, 2, n_trees),
-                                      torch.float32)
-                torch.cumsum(left_g.view(d, nb, half, n_trees), 1, out=new_g[:, :, :, 0])
-                torch.cumsum(left_c.view(d, nb, half, n_trees), 1, out=new_c[:, :, :, 0])
-                torch.sub(cum_g, new_g[:, :, :, 0], out=new_g[:, :, :, 1])
-                torch.sub(cum_c, new_c[:, :, :, 0], out=new_c[:, :, :, 1])
-                cum_g = new_g.view(d, nb, n_nodes, n_trees)
-                cum_c = new_c.view(d, nb, n_nodes, n_trees)
+                lv = levels[level - 1]
+                torch.eq(lv.node, lv.left_ids, out=lv.masks_trees)   # left children only
+                left_g, left_c = histograms(lv.masks)
+                torch.cumsum(lv.left_g_of(left_g), 1, out=lv.cum_g_left)
+                torch.cumsum(lv.left_c_of(left_c), 1, out=lv.cum_c_left)
+                torch.sub(cum_g, lv.cum_g_left, out=lv.cum_g_right)
+                torch.sub(cum_c, lv.cum_c_left, out=lv.cum_c_right)
+                cum_g, cum_c = lv.cum_g, lv.cum_c
+            priority = priorities[:, stage % stage_chunk, level, :, :n_nodes].transpose(1, 2)
             feat, threshold, bin_threshold = _best_splits(
-                cum_g, cum_c, binned, importance, priorities[level], tree_index, workspace)
+                cum_g, cum_c, binned, importance, priority, tree_index, workspace)
 
             # Route: training rows by bin, test rows by value; tables per (tree, node).
             feat = feat.T.reshape(-1)
@@ -723,20 +794,16 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
             node_test.mul_(2 ** max_depth)
 
         # Leaf values: one Newton step.
-        n_slots = n_trees * 2 ** max_depth
-        flat = workspace.get(_TRAIN_FEATURES, (n * n_trees,), torch.int64)  # routing is done
-        flat.copy_(node.view(-1))  # scatter_add_ takes int64 indices only
+        leaf_of_row.copy_(node.view(-1))  # scatter_add_ takes int64 indices only
         # scatter_add_ rather than index_add_: the same sums, ~2x faster on CPU.
-        sum_g = workspace.get("sum_g", (n_slots,), f64).zero_().scatter_add_(0, flat, g.view(-1))
-        sum_h = workspace.get("sum_h", (n_slots,), f64).zero_().scatter_add_(0, flat, h.view(-1))
+        sum_g.zero_().scatter_add_(0, leaf_of_row, g.view(-1))
+        sum_h.zero_().scatter_add_(0, leaf_of_row, h.view(-1))
         value = torch.where(sum_h.abs() < 1e-150, 0.0,
                             newton_leaf * sum_g / torch.where(sum_h == 0, 1.0, sum_h))
         value = value.mul_(learning_rate)
-        step = torch.index_select(value, 0, flat, out=workspace.get(_SCRATCH_F64, (n * n_trees,), f64))
-        step = step.view(n, n_trees)
-        for (a, b, k), raw_k in zip(groups, raw_groups):
-            raw_k += step[:, a:b].view(n, -1, k)
-        step_test = workspace.get("step_test", (n_test * n_trees,), f64)
+        torch.index_select(value, 0, leaf_of_row, out=step)
+        for (k, raw_k, *_), step_k in zip(softmax_groups, step_groups):
+            raw_k += step_k
         raw_test += torch.index_select(value, 0, node_test.view(-1), out=step_test).view(
             n_test, n_trees)
 
