@@ -101,39 +101,44 @@ def bin_features(x: torch.Tensor, max_bins: int = 256) -> BinnedFeatures:
     """
     n, d = x.shape
     device = x.device
-    bins, active, lows, highs = [], [], [], []
+    # One sort of every column serves the distinct values and the quantile edges.
+    sorted_x = torch.sort(x, dim=0).values
+    edges, active = [], []
     for j in range(d):
-        col = x[:, j].contiguous()
-        values = torch.unique(col)
+        column = sorted_x[:, j]
+        values = torch.unique_consecutive(column)
         if values.numel() < 2:
             continue
-        edges = values if values.numel() <= max_bins else _gap_quantile_edges(col, max_bins)
-        b = torch.searchsorted(edges, col, side="left")
-        nb = int(b.max()) + 1
-        low = torch.full((nb,), math.inf, dtype=torch.float64, device=device)
-        high = torch.full((nb,), -math.inf, dtype=torch.float64, device=device)
-        low.scatter_reduce_(0, b, col, reduce="amin")
-        high.scatter_reduce_(0, b, col, reduce="amax")
-        bins.append(b)
+        edges.append(values if values.numel() <= max_bins
+                     else _gap_quantile_edges(column, max_bins))
         active.append(j)
-        lows.append(low)
-        highs.append(high)
-    n_bins = max((low.numel() for low in lows), default=1)
+    if not active:
+        return BinnedFeatures(bins=torch.zeros(0, n, dtype=torch.int64, device=device),
+                              active=torch.zeros(0, dtype=torch.int64, device=device),
+                              bin_min=torch.full((0, 1), math.inf, dtype=torch.float64,
+                                                 device=device),
+                              bin_max=torch.full((0, 1), -math.inf, dtype=torch.float64,
+                                                 device=device), n_bins=1)
+    # All columns at once: edges padded with +inf (values are finite, so never above).
+    padded = torch.full((len(edges), max(e.numel() for e in edges)), math.inf,
+                        dtype=torch.float64, device=device)
+    for k, e in enumerate(edges):
+        padded[k, :e.numel()] = e
+    active = torch.as_tensor(active, dtype=torch.int64, device=device)
+    columns = x.T[active].contiguous()                              # (n_active, n)
+    bins = torch.searchsorted(padded, columns, side="left")
+    n_bins = int(bins.max()) + 1
+    flat = (bins + n_bins * torch.arange(len(edges), device=device)[:, None]).view(-1)
+    low = torch.full((len(edges) * n_bins,), math.inf, dtype=torch.float64, device=device)
+    high = torch.full((len(edges) * n_bins,), -math.inf, dtype=torch.float64, device=device)
+    low.scatter_reduce_(0, flat, columns.view(-1), reduce="amin")
+    high.scatter_reduce_(0, flat, columns.view(-1), reduce="amax")
+    return BinnedFeatures(bins=bins, active=active, bin_min=low.view(len(edges), n_bins),
+                          bin_max=high.view(len(edges), n_bins), n_bins=n_bins)
 
-    def pad(values, fill):
-        out = torch.full((len(values), n_bins), fill, dtype=torch.float64, device=device)
-        for k, v in enumerate(values):
-            out[k, : v.numel()] = v
-        return out
 
-    return BinnedFeatures(
-        bins=torch.stack(bins) if bins else torch.zeros(0, n, dtype=torch.int64, device=device),
-        active=torch.as_tensor(active, dtype=torch.int64, device=device),
-        bin_min=pad(lows, math.inf), bin_max=pad(highs, -math.inf), n_bins=n_bins)
-
-
-def _gap_quantile_edges(col: torch.Tensor, max_bins: int) -> torch.Tensor:
-    """Bin edges of a column with more than ``max_bins`` distinct values.
+def _gap_quantile_edges(values: torch.Tensor, max_bins: int) -> torch.Tensor:
+    """Bin edges of a column (``values``, sorted) with more than ``max_bins`` distinct values.
 
     The sorted values are cut into ``max_bins`` runs of equal length; each cut is moved to
     the widest gap between consecutive values within half a run of it, and the edge is
@@ -141,13 +146,12 @@ def _gap_quantile_edges(col: torch.Tensor, max_bins: int) -> torch.Tensor:
     boundary between two clusters of a code-like latent) becomes a bin edge whenever it
     is the widest gap nearby, so the split that scikit-learn finds there is available.
     """
-    values = torch.sort(col).values
     n = values.numel()
     gaps = values[1:] - values[:-1]                                  # (n - 1,)
-    cuts = torch.round(torch.arange(1, max_bins, dtype=torch.float64, device=col.device)
+    cuts = torch.round(torch.arange(1, max_bins, dtype=torch.float64, device=values.device)
                        * (n / max_bins)).long() - 1                  # position left of cut
     half = max(1, n // (2 * max_bins))
-    window = (cuts[:, None] + torch.arange(-half + 1, half + 1, device=col.device)[None])
+    window = (cuts[:, None] + torch.arange(-half + 1, half + 1, device=values.device)[None])
     window = window.clamp_(0, n - 2)
     best = window.gather(1, gaps[window].argmax(1, keepdim=True)).squeeze(1)
     edges = values[best] / 2 + values[best + 1] / 2
@@ -668,18 +672,25 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
     init = torch.where(binomial, torch.log(prior / (1 - prior)), torch.log(prior))
     raw = init[None, :].expand(n, n_trees).contiguous()
     raw_test = init[None, :].expand(n_test, n_trees).contiguous()
-    target_key = _content_key(y.long(), _row_weights(n, device))
-    target_key = torch.where(binomial, torch.minimum(
-        target_key, _content_key(1 - y.long(), _row_weights(n, device))), target_key)
-    # Positions (row * T + tree) where the one-vs-rest target is 1: the gradient y - p is
-    # -p plus one there (bitwise the same), without an (n, T) target array per stage.
-    positive = (y.T.reshape(-1) == 1).nonzero().squeeze(1)
+    # _content_key of the 0/1 targets (and of 1 - y for binomial targets, whose single
+    # tree does not depend on which class is "1"), as an exact float64 product.
+    weights = _row_weights(n, device)
+    ones_weight = (y @ weights.to(f64)).long()                       # (T,)
+    target_key = torch.where(
+        binomial, torch.minimum(ones_weight + n, weights.sum() - ones_weight + n),
+        ones_weight + n) & _MASK31
     del y
     slices = []                                                      # trees of each target
     start = 0
     for k in n_cls:
         slices.append((start, start + (1 if k == 2 else k)))
         start = slices[-1][1]
+    # Positions (row * T + tree) where the one-vs-rest target is 1: the gradient y - p is
+    # -p plus one there (bitwise the same), without an (n, T) target array per stage.
+    rows = torch.arange(n, device=device) * n_trees
+    positive = torch.cat([
+        rows[codes[:, f] == 1] + a if n_cls[f] == 2 else rows + a + codes[:, f]
+        for f, (a, _) in enumerate(slices)])
 
     d, nb = binned.bins.shape[0], binned.n_bins
     workspace = _Workspace(device)  # buffers reused across levels and stages
@@ -721,6 +732,7 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
     g = torch.empty_like(raw)
     h = torch.empty_like(raw)
     one = torch.ones((), dtype=f64, device=device)
+    ones_at_positive = torch.ones(positive.numel(), dtype=f64, device=device)
     # Per softmax group: k, raw scores, probabilities, and its views of g and h.
     softmax_groups = [(k, raw_k, torch.empty_like(raw_k), g[:, a:b].view(n, -1, k),
                        h[:, a:b].view(n, -1, k)) for (a, b, k), raw_k in zip(groups, raw_groups)]
@@ -750,7 +762,7 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
                 p.div_(p.sum(dim=2, keepdim=True))
             torch.neg(p, out=g_k)
             torch.sub(one, p, out=h_k).mul_(p)                        # p (1 - p)
-        g.view(-1).index_put_((positive,), one, accumulate=True)      # g = y - p
+        g.view(-1).scatter_add_(0, positive, ones_at_positive)       # g = y - p
         if d:
             # The rounding scratch is the leaf step's buffer, free until the leaves.
             q = step.view(n, n_trees)
