@@ -386,10 +386,16 @@ def _best_splits(cum_g, cum_c, binned, importance, priority, tree_index, workspa
     tot_c = cum_c[:, -1:]
     mean = cum_g[:, -1:] / tot_c.to(f64).clamp(min=1)
     dev = workspace.get("dev", cum_g.shape, f64)                     # (d, nb, nodes, T)
-    dev.copy_(cum_c)  # the counts in float64 first: mixed-dtype addcmul is ~4x slower
-    torch.addcmul(cum_g, dev, mean, value=-1, out=dev)
-    denom = workspace.get("denom", cum_c.shape, torch.float32)      # tot_c broadcasts
-    torch.sub(tot_c, cum_c, out=denom).mul_(cum_c).clamp_(min=0.25)
+    if n_nodes == 1:  # the root: its counts, hence these, are the same at every stage
+        counts64, denom = workspace.cached(
+            ("root counts", cum_c.data_ptr()),
+            lambda: (cum_c.to(f64), (cum_c[:, -1:] - cum_c).mul_(cum_c).clamp_(min=0.25)))
+        torch.addcmul(cum_g, counts64, mean, value=-1, out=dev)
+    else:
+        dev.copy_(cum_c)  # the counts in float64 first: mixed-dtype addcmul is ~4x slower
+        torch.addcmul(cum_g, dev, mean, value=-1, out=dev)
+        denom = workspace.get("denom", cum_c.shape, torch.float32)  # tot_c broadcasts
+        torch.sub(tot_c, cum_c, out=denom).mul_(cum_c).clamp_(min=0.25)
     score = workspace.get("score", cum_g.shape, torch.float32)
     score.copy_(dev).square_().div_(denom)
     # Maxima without indices (~10x faster than max(dim) with them); the best bin is then
@@ -467,15 +473,16 @@ _SCRATCH_F64 = "scratch_f64"       # rounded gradients, then the leaf step of ea
 _TRAIN_FEATURES = "train_features"  # split feature of each training row, then its leaf
 
 
-def _route(node, values, feat, threshold, level, workspace, name):
+def _route(node, values, feat, threshold, level, workspace, name, start):
     """Send rows one level down: ``node`` (n, T) int32 global node ids, updated in place
-    to the child's id (2 * node + go right). A row goes right when its value of the node's
+    to the child's id (2 * node + go right; at level 0 the ids are ``start``, the tree
+    ids, and ``node`` is only written). A row goes right when its value of the node's
     feature exceeds the node's threshold; ``values`` (n, d) are training bins or test
     values, ``feat`` and ``threshold`` (T * nodes,) tables per global node id. All
     temporaries live in ``workspace`` (fresh multi-megabyte tensors are page-faulted in).
     """
     n, n_trees = node.shape
-    if level == 0:  # the node id is the tree id
+    if level == 0:  # the node id is the tree id (``start``)
         feat_of_row, threshold_of_row = feat.expand(n, n_trees), threshold
     else:
         ids = node.view(-1)
@@ -490,7 +497,7 @@ def _route(node, values, feat, threshold, level, workspace, name):
                          out=workspace.get(f"{name}_value", (n, n_trees), values.dtype))
     right = torch.gt(value, threshold_of_row,
                      out=workspace.get(f"{name}_right", (n, n_trees), torch.bool))
-    torch.add(right, node, alpha=2, out=node)
+    torch.add(right, start if level == 0 else node, alpha=2, out=node)
 
 
 def _floor_float32(x: torch.Tensor) -> torch.Tensor:
@@ -772,8 +779,6 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
                                       device=device)
                 priorities = _tie_priorities(seed_key, stages, max_depth, target_key,
                                              feature_key)
-        node.copy_(tree_ids.expand(n, n_trees))
-        node_test.copy_(tree_ids.expand(n_test, n_trees))
         for level in range(max_depth if d else 0):
             n_nodes = 2 ** level
             # Cumulative histograms over the bins, (d, nb, nodes, T): exact sums, so the
@@ -798,12 +803,12 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
             # Route: training rows by bin, test rows by value; tables per (tree, node).
             feat = feat.T.reshape(-1)
             _route(node, bins, feat, bin_threshold.T.reshape(-1).to(bins.dtype), level,
-                   workspace, "train")
+                   workspace, "train", tree_ids)
             _route(node_test, x_test_active, feat, _floor_float32(threshold.T.reshape(-1)),
-                   level, workspace, "test")
+                   level, workspace, "test", tree_ids)
         if not d:  # no usable feature: every tree is a single leaf
-            node.mul_(2 ** max_depth)
-            node_test.mul_(2 ** max_depth)
+            torch.mul(tree_ids.expand(n, n_trees), 2 ** max_depth, out=node)
+            torch.mul(tree_ids.expand(n_test, n_trees), 2 ** max_depth, out=node_test)
 
         # Leaf values: one Newton step.
         leaf_of_row.copy_(node.view(-1))  # scatter_add_ takes int64 indices only
