@@ -168,9 +168,12 @@ def _bin_matrix(binned: BinnedFeatures, dtype: torch.dtype) -> torch.Tensor:
     counts = torch.bincount(rows, minlength=d * binned.n_bins)
     crow = torch.zeros(d * binned.n_bins + 1, dtype=torch.int64, device=device)
     crow[1:] = torch.cumsum(counts, 0)
+    cols = cols[order]
+    if d * n < 2 ** 31:  # int32 indices: MKL's own index type, no conversion per product
+        crow, cols = crow.to(torch.int32), cols.to(torch.int32)
     with warnings.catch_warnings():  # torch's one-time "CSR support is in beta" notice
         warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
-        return torch.sparse_csr_tensor(crow, cols[order],
+        return torch.sparse_csr_tensor(crow, cols,
                                        torch.ones(d * n, dtype=dtype, device=device),
                                        (d * binned.n_bins, n), check_invariants=False)
 
