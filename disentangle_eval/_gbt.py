@@ -498,8 +498,9 @@ def _route(node, values, feat, threshold, level, workspace, name, start):
         threshold_of_row = threshold_of_row.view(n, n_trees)
     value = torch.gather(values, 1, feat_of_row,
                          out=workspace.get(f"{name}_value", (n, n_trees), values.dtype))
+    # int32 like the node ids: a bool here would be cast to a fresh tensor in the add.
     right = torch.gt(value, threshold_of_row,
-                     out=workspace.get(f"{name}_right", (n, n_trees), torch.bool))
+                     out=workspace.get(f"{name}_right", (n, n_trees), torch.int32))
     torch.add(right, start if level == 0 else node, alpha=2, out=node)
 
 
