@@ -284,7 +284,7 @@ class _Histograms:
     sums are exact and do not carry).
     """
 
-    def __init__(self, onehot, n_trees, grad_unit, pack, count_bits, max_nodes, workspace,
+    def __init__(self, onehot, n_trees, pack, count_bits, max_nodes, workspace,
                  chunk_columns=48):
         self.workspace = workspace
         rows, n = onehot.shape
@@ -293,7 +293,7 @@ class _Histograms:
         block = -(-n_trees // n_blocks)
         block = -(-block // pack) * pack
         self.onehot = onehot
-        self.n_trees, self.grad_unit = n_trees, grad_unit
+        self.n_trees = n_trees
         self.pack, self.count_bits, self.n_blocks, self.block = pack, count_bits, n_blocks, block
         self.digit_shifts = count_bits * torch.arange(pack, device=onehot.device)
         self.n_trees_pad = n_blocks * block
@@ -318,7 +318,8 @@ class _Histograms:
     def __call__(self, masks: torch.Tensor | None):
         """Sums over the rows of each node: masks (n, nodes, n_trees_pad) 0/1, or
         ``None`` for the root (every row; no counts). Returns float64 gradient sums
-        (R, nodes, T) and float32 counts (R, nodes, T) (``None`` for the root)."""
+        (R, nodes, T), in units of 2**-bits, and float32 counts (R, nodes, T) (``None``
+        for the root)."""
         nodes = 1 if masks is None else masks.shape[1]
         plan = self.workspace.cached(("histograms", masks is None, nodes),
                                      lambda: self._plan(masks is None, nodes))
@@ -332,8 +333,9 @@ class _Histograms:
             torch.mm(onehot, plan.counts_2d, out=plan.count_sums)
         for operand, sums in plan.products:
             torch.mm(onehot, operand, out=sums)
-        # (nodes, S, R, W) -> (R, nodes, S, W), from integer units to gradient units.
-        torch.mul(plan.sums_by_row, self.grad_unit, out=plan.out_g)
+        # (nodes, S, R, W) -> (R, nodes, S, W) in float64, still in integer units: scaling
+        # by a power of two would change no split and, after normalisation, no importance.
+        plan.out_g.copy_(plan.sums_by_row)
         if masks is None:
             return plan.out_g_trees, None
         plan.packed.copy_(plan.count_sums_packed)
@@ -375,7 +377,8 @@ class _Histograms:
 
 def _best_splits(cum_g, cum_c, binned, importance, priority, tree_index, workspace):
     """Best split of every (node, tree) from cumulative histograms (d, nb, nodes, T) of the
-    gradients (float64) and counts (float32, exact); adds the importances.
+    gradients (float64, in any fixed power-of-two unit) and counts (float32, exact); adds
+    the importances (in the square of that unit: only their normalised values are used).
 
     Returns the feature (nodes, T), the value threshold (nodes, T; +inf: no split) and the
     bin threshold (nodes, T; rows with a larger bin go right).
@@ -728,7 +731,7 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
         mantissa = 24 if dtype == torch.float32 else 53
         pack = max(1, min(8, mantissa // count_bits))  # sums < 2**mantissa: exact
         half_max = max(1, 2 ** (max_depth - 2))
-        histograms = _Histograms(onehot, n_trees, 1.0 / scale, pack, count_bits, half_max,
+        histograms = _Histograms(onehot, n_trees, pack, count_bits, half_max,
                                  workspace)
         n_trees_pad = histograms.n_trees_pad
         mask_float = torch.zeros(n, half_max, n_trees_pad, dtype=dtype, device=device)
