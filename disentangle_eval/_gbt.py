@@ -38,15 +38,18 @@ sums are exact: gradients (|g| <= 1) are rounded to integer multiples of 2**-b, 
 as large as keeps every bin's sum an integer the product's dtype holds exactly: float32
 (the faster kernel) with b = 24 - bits(largest bin) when that leaves b >= 16 (bins of
 fewer than 256 rows, as continuous latents give), else float64 with b = 30 (fewer than
-2**22 training rows); the cumulative sums over bins are taken in float64. The 0/1 node
-masks of several trees share one count column as base-2**k digits (k bits hold the
-largest bin's count). On CPU the
+2**22 training rows); the cumulative sums over bins are taken in float64, in units of
+2**-b. The 0/1 node masks of several trees share one count column as base-2**k digits
+(k bits hold the largest bin's count). On CPU the
 targets are shared out to worker threads (``workers``), whole targets each: two
 single-threaded fits of half the trees each beat one fit whose small element-wise steps
 are split over two threads. The dense operand is stored in blocks of at most about 48
-trees, each a contiguous (samples, block) matrix; it, the products and the split-search
-temporaries live in buffers reused across levels and stages (:class:`_Histograms`,
-:class:`_Workspace`). Hence results do not depend on the device, thread count or
+trees, each a contiguous (samples, block) matrix; it, the products, the routing and the
+split-search temporaries live in buffers reused across levels and stages, and the views
+and index tensors a stage needs are made once per fit (:class:`_Histograms`,
+:class:`_Workspace`): a stage is some 500 small torch calls, so Python overhead and
+page faults of fresh temporaries would otherwise cost as much as the arithmetic.
+Hence results do not depend on the device, thread count or
 summation order, and two features that induce the same partition of a node have bitwise
 equal gains: a tie. Ties are broken pseudo-randomly (scikit-learn draws a random feature
 order per node) by a hash of the seed, the stage, the node, and the *content* of the
