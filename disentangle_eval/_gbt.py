@@ -410,25 +410,24 @@ def _best_splits(cum_g, cum_c, binned, importance, priority, tree_index, workspa
     # Maxima without indices (~10x faster than max(dim) with them); the best bin is then
     # looked up for the chosen feature only.
     best_score = score.amax(1)                                       # (d, nodes, T)
-    top = best_score.amax(0)                                         # (nodes, T)
-    tied = best_score == top
-    feat = torch.where(tied, priority, -1).argmax(0)                 # (nodes, T)
+    feat = torch.where(best_score == best_score.amax(0), priority, -1).argmax(0)  # (nodes, T)
     # Scores and cumulative counts of the chosen feature, (nodes, T, nb).
     const = workspace.cached(("split constants", d, nb, n_nodes, n_trees),
                              lambda: _split_constants(d, nb, n_nodes, tree_index))
     at = torch.add(const.cells, feat[:, :, None], alpha=nb * n_nodes * n_trees)
-    b = score.view(-1).take(at).argmax(2)                            # first best: lowest bin
+    b = score.view(-1).take(at).argmax(2, keepdim=True)              # first best: lowest bin
     cc = cum_c.view(-1).take(at)
-    n_left = cc.gather(2, b.unsqueeze(2))                            # (nodes, T, 1)
+    n_left = cc.gather(2, b)                                         # (nodes, T, 1)
     n_node = cc[:, :, -1:]
-    split = ((n_left >= 1) & (n_left < n_node)).squeeze(2)
+    split = (n_left >= 1) & (n_left < n_node)
     # Last non-empty bin on the left, first non-empty bin on the right (in the node).
-    b_left = torch.searchsorted(cc, n_left, side="left").squeeze(2)
-    b_right = torch.searchsorted(cc, n_left, side="right").squeeze(2).clamp(max=nb - 1)
-    n_left, n_node = n_left.squeeze(2).to(f64), n_node.squeeze(2).to(f64)
-    dev_best = dev[feat, b, const.m_index, const.t_index]
-    gain = n_node * dev_best.square() / (n_left * (n_node - n_left)).clamp(min=1)
-    gain = torch.where(split, gain, 0.0)
+    b_left = torch.searchsorted(cc, n_left, side="left")
+    b_right = torch.searchsorted(cc, n_left, side="right").clamp_(max=nb - 1)
+    n_left, n_node = n_left.to(f64), n_node.to(f64)
+    dev_best = dev[feat, b.squeeze(2), const.m_index, const.t_index].unsqueeze(2)
+    gain = torch.where(split, n_node * dev_best.square()
+                       / (n_left * (n_node - n_left)).clamp_(min=1), 0.0).squeeze(2)
+    split, b_left, b_right = split.squeeze(2), b_left.squeeze(2), b_right.squeeze(2)
     # Accumulated tree by tree, node by node (a fixed order of the float64 sums).
     importance.index_put_((const.t_index_by_tree, feat.T.contiguous()), gain.T.contiguous(),
                           accumulate=True)
