@@ -453,7 +453,7 @@ def _split_constants(d, nb, n_nodes, tree_index) -> SimpleNamespace:
         t_index=t_index, t_index_by_tree=t_index.T.contiguous())
 
 
-def _level_views(level, d, nb, n_trees, tree_ids, node, mask_float, histograms,
+def _level_views(level, d, nb, n_trees, tree_ids, node, mask_float,
                  workspace) -> SimpleNamespace:
     """Buffers and views of one level below the root (made once per fit): the left-child
     masks, and the cumulative histograms (d, nb, nodes, T) with their left and right
@@ -652,7 +652,7 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
     device = x_train.device
     f64 = torch.float64
     # scikit-learn's trees see float32 features (x_train is converted by the caller).
-    x_test = x_test.to(device=device, dtype=torch.float32).to(f64)
+    x_test = x_test.to(device=device, dtype=torch.float32)
     n, n_features = x_train.shape
     n_test = x_test.shape[0]
     n_targets = y_train.shape[1]
@@ -715,7 +715,7 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
         bins = binned.bins.T.to(torch.uint8 if nb <= 256 else torch.int64).contiguous()
         # Test values are float32 (as scikit-learn's trees see them), so comparing them
         # in float32 with thresholds rounded down to float32 decides exactly as float64.
-        x_test_active = x_test[:, binned.active].to(torch.float32).contiguous()
+        x_test_active = x_test[:, binned.active].contiguous()
         # Histogram sums are exact: the negative gradients (|g| <= 1) are rounded to
         # integer multiples of 2**-bits, with bits chosen so that no bin's sum leaves the
         # integers the histogram dtype holds exactly (see _histogram_dtype); the
@@ -762,8 +762,8 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
     # Global node ids t * n_nodes + m: children of node k are 2k and 2k + 1.
     node = workspace.get("node", (n, n_trees), torch.int32)
     node_test = workspace.get("node_test", (n_test, n_trees), torch.int32)
-    levels = [_level_views(level, d, nb, n_trees, tree_ids, node, mask_float, histograms,
-                           workspace) for level in range(1, max_depth)] if d else []
+    levels = [_level_views(level, d, nb, n_trees, tree_ids, node, mask_float, workspace)
+              for level in range(1, max_depth)] if d else []
     stage_chunk = 25  # tie priorities are hashed for this many stages at a time
 
     for stage in tqdm(range(n_estimators), desc="DCI gradient boosting", unit="stage",
