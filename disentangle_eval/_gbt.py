@@ -282,9 +282,11 @@ class _Histograms:
     contiguous (n, block) matrix, so that every sparse product has a cache-sized
     contiguous dense operand and a preallocated output). Trees are padded to
     ``n_trees_pad`` (a multiple of ``block`` and ``pack``) with zero gradients and masks.
-    Count histograms: the 0/1 node masks of ``pack`` trees share one column as
-    base-2**count_bits digits (a bin holds at most 2**count_bits - 1 rows, so the digit
-    sums are exact and do not carry).
+    The caller writes a level's 0/1 node masks into :meth:`masks` (the product operands'
+    buffer: no separate mask array); a call then makes the count histograms from them
+    (the masks of ``pack`` trees share one column as base-2**count_bits digits: a bin
+    holds at most 2**count_bits - 1 rows, so the digit sums are exact and do not carry),
+    multiplies them by the gradients in place, and makes the gradient histograms.
     """
 
     def __init__(self, onehot, n_trees, pack, count_bits, max_nodes, workspace,
@@ -298,13 +300,17 @@ class _Histograms:
         self.onehot = onehot
         self.n_trees = n_trees
         self.pack, self.count_bits, self.n_blocks, self.block = pack, count_bits, n_blocks, block
-        self.digit_shifts = count_bits * torch.arange(pack, device=onehot.device)
+        dtype = onehot.dtype
+        # Packed count sums are integers below 2**24 (float32) or 2**53 (float64).
+        self.digit_dtype = torch.int32 if dtype == torch.float32 else torch.int64
+        self.digit_shifts = count_bits * torch.arange(pack, device=device,
+                                                      dtype=self.digit_dtype)
         self.n_trees_pad = n_blocks * block
         self.n_count = self.n_trees_pad // pack
-        dtype = onehot.dtype
         self._grad = torch.zeros(n_blocks, n, block, dtype=dtype, device=device)
         self.grad = self._grad.permute(1, 0, 2)                     # (n, S, W)
-        self._dense = torch.empty(max_nodes, n_blocks, n, block, dtype=dtype, device=device)
+        # Zeros: padded trees' columns are never written and must stay zero masks.
+        self._dense = torch.zeros(max_nodes, n_blocks, n, block, dtype=dtype, device=device)
         self._counts = torch.empty(n * max_nodes * self.n_count, dtype=dtype, device=device)
         self._sums = torch.empty(max_nodes, n_blocks, rows, block, dtype=dtype,
                                  device=device)
@@ -318,31 +324,40 @@ class _Histograms:
             width = min(self.block, self.n_trees - start)
             self._grad[s, :, :width].copy_(q[:, start:start + width])
 
-    def __call__(self, masks: torch.Tensor | None):
-        """Sums over the rows of each node: masks (n, nodes, n_trees_pad) 0/1, or
-        ``None`` for the root (every row; no counts). Returns float64 gradient sums
-        (R, nodes, T), in units of 2**-bits, and float32 counts (R, nodes, T) (``None``
-        for the root)."""
-        nodes = 1 if masks is None else masks.shape[1]
-        plan = self.workspace.cached(("histograms", masks is None, nodes),
-                                     lambda: self._plan(masks is None, nodes))
+    def masks(self, nodes: int) -> list[list[tuple[int, torch.Tensor]]]:
+        """Per node, per block: (first tree, (n, trees of the block) view) into which the
+        caller writes that node's 0/1 row masks before calling with ``nodes``."""
+        return self.workspace.cached(("masks", nodes), lambda: [
+            [(s * self.block, self._dense[m, s, :, :min(self.block,
+                                                        self.n_trees - s * self.block)])
+             for s in range(self.n_blocks)] for m in range(nodes)])
+
+    def __call__(self, nodes: int | None):
+        """Sums over the rows of each node: ``nodes`` nodes whose masks were written into
+        :meth:`masks`, or ``None`` for the root (every row; no counts). Returns float64
+        gradient sums (R, nodes, T), in units of 2**-bits, and float32 counts
+        (R, nodes, T) (``None`` for the root)."""
+        root = nodes is None
+        plan = self.workspace.cached(("histograms", root, nodes),
+                                     lambda: self._plan(root, 1 if root else nodes))
         onehot = self.onehot
-        if masks is not None:
-            torch.mul(self.grad[:, None], masks.view(plan.masks_shape), out=plan.operand_out)
-            grouped = masks.view(plan.grouped_shape)
-            plan.counts.copy_(grouped[:, :, :, 0])
+        if not root:
+            grouped = plan.grouped_masks
+            counts = plan.counts_by_block
+            counts.copy_(grouped[..., 0])
             for i in range(1, self.pack):
-                plan.counts.add_(grouped[:, :, :, i], alpha=2.0 ** (self.count_bits * i))
+                counts.add_(grouped[..., i], alpha=2.0 ** (self.count_bits * i))
             torch.mm(onehot, plan.counts_2d, out=plan.count_sums)
+            plan.operands.mul_(self._grad)                           # masked gradients
         for operand, sums in plan.products:
             torch.mm(onehot, operand, out=sums)
         # (nodes, S, R, W) -> (R, nodes, S, W) in float64, still in integer units: scaling
         # by a power of two would change no split and, after normalisation, no importance.
         plan.out_g.copy_(plan.sums_by_row)
-        if masks is None:
+        if root:
             return plan.out_g_trees, None
         plan.packed.copy_(plan.count_sums_packed)
-        # Unpacked in int64: CUDA has no bitwise kernels that write float outputs.
+        # Unpacked in integers: CUDA has no bitwise kernels that write float outputs.
         torch.bitwise_right_shift(plan.packed, self.digit_shifts, out=plan.digits)
         plan.digits.bitwise_and_(2 ** self.count_bits - 1)
         plan.out_c.copy_(plan.digits)
@@ -363,16 +378,18 @@ class _Histograms:
         plan.out_g_trees = plan.out_g.view(rows, nodes, self.n_trees_pad)[:, :, :self.n_trees]
         if root:
             return plan
-        plan.masks_shape = (n, nodes, n_blocks, block)
-        plan.operand_out = operand.permute(2, 0, 1, 3)
-        plan.grouped_shape = (n, nodes, n_count, self.pack)
+        plan.operands = operand
+        # The masks as (n, nodes, blocks, packed columns per block, pack).
+        plan.grouped_masks = operand.view(nodes, n_blocks, n, block // self.pack,
+                                          self.pack).permute(2, 0, 1, 3, 4)
         plan.counts = self._counts[:n * nodes * n_count].view(n, nodes, n_count)
+        plan.counts_by_block = plan.counts.view(n, nodes, n_blocks, block // self.pack)
         plan.counts_2d = plan.counts.view(n, nodes * n_count)
         plan.count_sums = self._count_sums[:rows * nodes * n_count].view(rows, nodes * n_count)
         plan.count_sums_packed = plan.count_sums.view(rows, nodes, n_count, 1)
-        plan.packed = self.workspace.get("packed", (rows, nodes, n_count, 1), torch.int64)
+        plan.packed = self.workspace.get("packed", (rows, nodes, n_count, 1), self.digit_dtype)
         plan.digits = self.workspace.get("digits", (rows, nodes, n_count, self.pack),
-                                         torch.int64)
+                                         self.digit_dtype)
         plan.out_c = self.workspace.get("hist_c", plan.digits.shape, torch.float32)
         plan.out_c_trees = plan.out_c.view(rows, nodes, self.n_trees_pad)[:, :, :self.n_trees]
         return plan
@@ -453,14 +470,13 @@ def _split_constants(d, nb, n_nodes, tree_index) -> SimpleNamespace:
         t_index=t_index, t_index_by_tree=t_index.T.contiguous())
 
 
-def _level_views(level, d, nb, n_trees, tree_ids, node, mask_float,
+def _level_views(level, d, nb, n_trees, tree_ids, node, histograms,
                  workspace) -> SimpleNamespace:
-    """Buffers and views of one level below the root (made once per fit): the left-child
-    masks, and the cumulative histograms (d, nb, nodes, T) with their left and right
-    children's halves."""
+    """Buffers and views of one level below the root (made once per fit): where its
+    left-child masks go, and the cumulative histograms (d, nb, nodes, T) with their left
+    and right children's halves."""
     n_nodes, half = 2 ** level, 2 ** (level - 1)
     device = tree_ids.device
-    masks = mask_float[:, :half]                                     # (n, half, T_pad)
     cum_g = workspace.get(f"cum_g{level % 2}", (d, nb, half, 2, n_trees), torch.float64)
     cum_c = workspace.get(f"cum_c{level % 2}", (d, nb, half, 2, n_trees), torch.float32)
     # Global ids of the left children (even local ids) of each parent, (half, T). One
@@ -468,7 +484,12 @@ def _level_views(level, d, nb, n_trees, tree_ids, node, mask_float,
     left_ids = ((tree_ids * n_nodes)[None, :]
                 + 2 * torch.arange(half, device=device, dtype=torch.int32)[:, None])
     return SimpleNamespace(
-        masks=masks, left_masks=[(left_ids[j], masks[:, j, :n_trees]) for j in range(half)],
+        parents=half,
+        # (node ids, left-child ids, mask) of each parent and block of trees.
+        left_masks=[(node[:, start:start + mask.shape[1]],
+                     left_ids[j, start:start + mask.shape[1]], mask)
+                    for j, blocks in enumerate(histograms.masks(half))
+                    for start, mask in blocks],
         left_g_of=lambda left_g: left_g.view(d, nb, half, n_trees),
         left_c_of=lambda left_c: left_c.view(d, nb, half, n_trees),
         cum_g_left=cum_g[:, :, :, 0], cum_g_right=cum_g[:, :, :, 1],
@@ -736,8 +757,6 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
         half_max = max(1, 2 ** (max_depth - 2))
         histograms = _Histograms(onehot, n_trees, pack, count_bits, half_max,
                                  workspace)
-        n_trees_pad = histograms.n_trees_pad
-        mask_float = torch.zeros(n, half_max, n_trees_pad, dtype=dtype, device=device)
         # Tie-breaking keys from content, not position: permuting the features or
         # relabelling the classes leaves every choice unchanged.
         feature_key = _content_key(binned.bins, _row_weights(n, device))
@@ -763,7 +782,7 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
     # Global node ids t * n_nodes + m: children of node k are 2k and 2k + 1.
     node = workspace.get("node", (n, n_trees), torch.int32)
     node_test = workspace.get("node_test", (n_test, n_trees), torch.int32)
-    levels = [_level_views(level, d, nb, n_trees, tree_ids, node, mask_float, workspace)
+    levels = [_level_views(level, d, nb, n_trees, tree_ids, node, histograms, workspace)
               for level in range(1, max_depth)] if d else []
     stage_chunk = 25  # tie priorities are hashed for this many stages at a time
 
@@ -799,9 +818,9 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
                 cum_c = cum_c0
             else:
                 lv = levels[level - 1]
-                for left_id, mask in lv.left_masks:                  # left children only
-                    torch.eq(node, left_id, out=mask)
-                left_g, left_c = histograms(lv.masks)
+                for node_ids, left_id, mask in lv.left_masks:  # left children
+                    torch.eq(node_ids, left_id, out=mask)
+                left_g, left_c = histograms(lv.parents)
                 torch.cumsum(lv.left_g_of(left_g), 1, out=lv.cum_g_left)
                 torch.cumsum(lv.left_c_of(left_c), 1, out=lv.cum_c_left)
                 torch.sub(cum_g, lv.cum_g_left, out=lv.cum_g_right)
