@@ -332,14 +332,18 @@ class _Histograms:
                                                         self.n_trees - s * self.block)])
              for s in range(self.n_blocks)] for m in range(nodes)])
 
-    def __call__(self, nodes: int | None):
+    def __call__(self, nodes: int | None, out_g: torch.Tensor,
+                 out_c: torch.Tensor | None = None) -> None:
         """Sums over the rows of each node: ``nodes`` nodes whose masks were written into
-        :meth:`masks`, or ``None`` for the root (every row; no counts). Returns float64
-        gradient sums (R, nodes, T), in units of 2**-bits, and float32 counts
-        (R, nodes, T) (``None`` for the root)."""
+        :meth:`masks`, or ``None`` for the root (every row; no counts). Writes the
+        gradient sums, in units of 2**-bits, into ``out_g`` (R, nodes, T) float64 and the
+        counts into ``out_c`` (R, nodes, T) float32 (not for the root): the caller's
+        cumulative-sum buffers, summed in place there (no histogram arrays of their own).
+        """
         root = nodes is None
-        plan = self.workspace.cached(("histograms", root, nodes),
-                                     lambda: self._plan(root, 1 if root else nodes))
+        plan = self.workspace.cached(
+            ("histograms", root, nodes, out_g.data_ptr()),
+            lambda: self._plan(root, 1 if root else nodes, out_g, out_c))
         onehot = self.onehot
         if not root:
             grouped = plan.grouped_masks
@@ -351,19 +355,19 @@ class _Histograms:
             plan.operands.mul_(self._grad)                           # masked gradients
         for operand, sums in plan.products:
             torch.mm(onehot, operand, out=sums)
-        # (nodes, S, R, W) -> (R, nodes, S, W) in float64, still in integer units: scaling
+        # (nodes, S, R, W) -> (R, nodes, T) in float64, still in integer units: scaling
         # by a power of two would change no split and, after normalisation, no importance.
-        plan.out_g.copy_(plan.sums_by_row)
+        for source, target in plan.g_copies:
+            target.copy_(source)
         if root:
-            return plan.out_g_trees, None
+            return
         plan.packed.copy_(plan.count_sums_packed)
         # Unpacked in integers: CUDA has no bitwise kernels that write float outputs.
         torch.bitwise_right_shift(plan.packed, self.digit_shifts, out=plan.digits)
         plan.digits.bitwise_and_(2 ** self.count_bits - 1)
-        plan.out_c.copy_(plan.digits)
-        return plan.out_g_trees, plan.out_c_trees
+        out_c.copy_(plan.digits_trees)
 
-    def _plan(self, root: bool, nodes: int) -> SimpleNamespace:
+    def _plan(self, root: bool, nodes: int, out_g, out_c) -> SimpleNamespace:
         """The views one call with ``nodes`` nodes works on (made once, then reused)."""
         rows, n = self.onehot.shape
         n_blocks, block, n_count = self.n_blocks, self.block, self.n_count
@@ -372,10 +376,12 @@ class _Histograms:
         sums = self._sums[:nodes]
         plan.products = [(operand[m, s], sums[m, s])
                          for m in range(nodes) for s in range(n_blocks)]
-        plan.sums_by_row = sums.permute(2, 0, 1, 3)
-        plan.out_g = self.workspace.get("hist_g", (rows, nodes, n_blocks, block),
-                                        torch.float64)
-        plan.out_g_trees = plan.out_g.view(rows, nodes, self.n_trees_pad)[:, :, :self.n_trees]
+        plan.g_copies = []
+        for s in range(n_blocks):
+            start = s * block
+            width = min(block, self.n_trees - start)
+            plan.g_copies.append((sums[:, s, :, :width].permute(1, 0, 2),
+                                  out_g[:, :, start:start + width]))
         if root:
             return plan
         plan.operands = operand
@@ -390,8 +396,7 @@ class _Histograms:
         plan.packed = self.workspace.get("packed", (rows, nodes, n_count, 1), self.digit_dtype)
         plan.digits = self.workspace.get("digits", (rows, nodes, n_count, self.pack),
                                          self.digit_dtype)
-        plan.out_c = self.workspace.get("hist_c", plan.digits.shape, torch.float32)
-        plan.out_c_trees = plan.out_c.view(rows, nodes, self.n_trees_pad)[:, :, :self.n_trees]
+        plan.digits_trees = plan.digits.view(rows, nodes, self.n_trees_pad)[:, :, :self.n_trees]
         return plan
 
 
@@ -490,8 +495,9 @@ def _level_views(level, d, nb, n_trees, tree_ids, node, histograms,
                      left_ids[j, start:start + mask.shape[1]], mask)
                     for j, blocks in enumerate(histograms.masks(half))
                     for start, mask in blocks],
-        left_g_of=lambda left_g: left_g.view(d, nb, half, n_trees),
-        left_c_of=lambda left_c: left_c.view(d, nb, half, n_trees),
+        # The left children's histograms by (feature * bin) row, summed in place.
+        hist_g_left=cum_g[:, :, :, 0].view(d * nb, half, n_trees),
+        hist_c_left=cum_c[:, :, :, 0].view(d * nb, half, n_trees),
         cum_g_left=cum_g[:, :, :, 0], cum_g_right=cum_g[:, :, :, 1],
         cum_c_left=cum_c[:, :, :, 0], cum_c_right=cum_c[:, :, :, 1],
         cum_g=cum_g.view(d, nb, n_nodes, n_trees), cum_c=cum_c.view(d, nb, n_nodes, n_trees))
@@ -814,15 +820,16 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
             # right child's is the parent's minus the left child's.
             if level == 0:
                 cum_g = workspace.get("cum_g0", (d, nb, 1, n_trees), f64)
-                torch.cumsum(histograms(None)[0].view(d, nb, 1, n_trees), 1, out=cum_g)
+                histograms(None, cum_g.view(d * nb, 1, n_trees))
+                cum_g.cumsum_(1)
                 cum_c = cum_c0
             else:
                 lv = levels[level - 1]
                 for node_ids, left_id, mask in lv.left_masks:  # left children
                     torch.eq(node_ids, left_id, out=mask)
-                left_g, left_c = histograms(lv.parents)
-                torch.cumsum(lv.left_g_of(left_g), 1, out=lv.cum_g_left)
-                torch.cumsum(lv.left_c_of(left_c), 1, out=lv.cum_c_left)
+                histograms(lv.parents, lv.hist_g_left, lv.hist_c_left)
+                lv.cum_g_left.cumsum_(1)
+                lv.cum_c_left.cumsum_(1)
                 torch.sub(cum_g, lv.cum_g_left, out=lv.cum_g_right)
                 torch.sub(cum_c, lv.cum_c_left, out=lv.cum_c_right)
                 cum_g, cum_c = lv.cum_g, lv.cum_c
