@@ -250,6 +250,13 @@ class _Workspace:
         self._buffers = {}
         self._views = {}
 
+    def reserve(self, name: str, numel: int, dtype: torch.dtype) -> None:
+        """Allocate ``name`` for its largest use before any view of it is taken: a buffer
+        that has to grow later is replaced, and views taken before no longer share it."""
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.numel() < numel or buffer.dtype != dtype:
+            self._buffers[name] = torch.empty(numel, dtype=dtype, device=self.device)
+
     def get(self, name: str, shape, dtype: torch.dtype) -> torch.Tensor:
         # The same view object for the same request: a stage asks for the same few
         # hundred views every time, and making a view costs as much as a small kernel.
@@ -503,19 +510,24 @@ def _level_views(level, d, nb, n_trees, tree_ids, node, histograms,
         cum_g=cum_g.view(d, nb, n_nodes, n_trees), cum_c=cum_c.view(d, nb, n_nodes, n_trees))
 
 
-# Workspace names of (rows, trees) buffers that serve twice per stage: fewer live
+# Workspace names of buffers that serve several purposes per stage: fewer live
 # multi-megabyte buffers, less cache traffic when two workers share the caches.
-_SCRATCH_F64 = "scratch_f64"       # rounded gradients, then the leaf step of each row
-_TRAIN_FEATURES = "train_features"  # split feature of each training row, then its leaf
+_SCRATCH_F64 = "scratch_f64"  # rounded gradients, then the leaf step of each row, then of test rows
+_TRAIN_FEATURES = "train_features"  # split feature of each row (train, then test), then leaf
+# Routing temporaries: the test rows reuse the training rows' buffers and, for their
+# float32 values and thresholds, the split search's (all free while routing).
+_TRAIN_ROUTE = (_TRAIN_FEATURES, "train_threshold", "train_value", "right")
+_TEST_ROUTE = (_TRAIN_FEATURES, "denom", "score", "right")
 
 
-def _route(node, values, feat, threshold, level, workspace, name, start):
+def _route(node, values, feat, threshold, level, workspace, names, start):
     """Send rows one level down: ``node`` (n, T) int32 global node ids, updated in place
     to the child's id (2 * node + go right; at level 0 the ids are ``start``, the tree
     ids, and ``node`` is only written). A row goes right when its value of the node's
     feature exceeds the node's threshold; ``values`` (n, d) are training bins or test
     values, ``feat`` and ``threshold`` (T * nodes,) tables per global node id. All
-    temporaries live in ``workspace`` (fresh multi-megabyte tensors are page-faulted in).
+    temporaries live in ``workspace`` buffers (fresh multi-megabyte tensors are
+    page-faulted in), ``names`` (features, threshold, value, right).
     """
     n, n_trees = node.shape
     if level == 0:  # the node id is the tree id (``start``)
@@ -523,17 +535,16 @@ def _route(node, values, feat, threshold, level, workspace, name, start):
     else:
         ids = node.view(-1)
         feat_of_row = torch.index_select(
-            feat, 0, ids, out=workspace.get(f"{name}_features", (n * n_trees,), feat.dtype))
+            feat, 0, ids, out=workspace.get(names[0], (n * n_trees,), feat.dtype))
         threshold_of_row = torch.index_select(
-            threshold, 0, ids,
-            out=workspace.get(f"{name}_threshold", (n * n_trees,), threshold.dtype))
+            threshold, 0, ids, out=workspace.get(names[1], (n * n_trees,), threshold.dtype))
         feat_of_row = feat_of_row.view(n, n_trees)
         threshold_of_row = threshold_of_row.view(n, n_trees)
     value = torch.gather(values, 1, feat_of_row,
-                         out=workspace.get(f"{name}_value", (n, n_trees), values.dtype))
+                         out=workspace.get(names[2], (n, n_trees), values.dtype))
     # int32 like the node ids: a bool here would be cast to a fresh tensor in the add.
     right = torch.gt(value, threshold_of_row,
-                     out=workspace.get(f"{name}_right", (n, n_trees), torch.int32))
+                     out=workspace.get(names[3], (n, n_trees), torch.int32))
     torch.add(right, start if level == 0 else node, alpha=2, out=node)
 
 
@@ -784,10 +795,20 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
     sum_h = workspace.get("sum_h", (n_slots,), f64)
     step = workspace.get(_SCRATCH_F64, (n * n_trees,), f64)
     step_groups = [step.view(n, n_trees)[:, a:b].view(n, -1, k) for a, b, k in groups]
-    step_test = workspace.get("step_test", (n_test * n_trees,), f64)
+    step_test = workspace.get(_SCRATCH_F64, (n_test * n_trees,), f64)  # after step's use
     # Global node ids t * n_nodes + m: children of node k are 2k and 2k + 1.
     node = workspace.get("node", (n, n_trees), torch.int32)
     node_test = workspace.get("node_test", (n_test, n_trees), torch.int32)
+    if d:  # buffers used at several sizes, reserved at their largest (see _Workspace)
+        cells = d * nb * 2 ** (max_depth - 1) * n_trees              # the deepest level
+        for name, dtype_ in (("cum_g0", f64), ("cum_g1", f64), ("dev", f64),
+                             ("cum_c0", torch.float32), ("cum_c1", torch.float32),
+                             ("score", torch.float32), ("denom", torch.float32)):
+            workspace.reserve(name, max(cells, n_test * n_trees), dtype_)
+        parents = max(1, 2 ** (max_depth - 2))
+        digits = d * nb * parents * histograms.n_count * histograms.pack
+        workspace.reserve("packed", digits // histograms.pack, histograms.digit_dtype)
+        workspace.reserve("digits", digits, histograms.digit_dtype)
     levels = [_level_views(level, d, nb, n_trees, tree_ids, node, histograms, workspace)
               for level in range(1, max_depth)] if d else []
     stage_chunk = 25  # tie priorities are hashed for this many stages at a time
@@ -840,9 +861,9 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
             # Route: training rows by bin, test rows by value; tables per (tree, node).
             feat = feat.T.reshape(-1)
             _route(node, bins, feat, bin_threshold.T.reshape(-1).to(bins.dtype), level,
-                   workspace, "train", tree_ids)
+                   workspace, _TRAIN_ROUTE, tree_ids)
             _route(node_test, x_test_active, feat, _floor_float32(threshold.T.reshape(-1)),
-                   level, workspace, "test", tree_ids)
+                   level, workspace, _TEST_ROUTE, tree_ids)
         if not d:  # no usable feature: every tree is a single leaf
             torch.mul(tree_ids.expand(n, n_trees), 2 ** max_depth, out=node)
             torch.mul(tree_ids.expand(n_test, n_trees), 2 ** max_depth, out=node_test)
