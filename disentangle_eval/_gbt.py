@@ -512,7 +512,8 @@ def _level_views(level, d, nb, n_trees, tree_ids, node, histograms,
 
 # Workspace names of buffers that serve several purposes per stage: fewer live
 # multi-megabyte buffers, less cache traffic when two workers share the caches.
-_SCRATCH_F64 = "scratch_f64"  # rounded gradients, then the leaf step of each row, then of test rows
+# probabilities, then rounded gradients, then the leaf step of each row, then of test rows
+_SCRATCH_F64 = "scratch_f64"
 _TRAIN_FEATURES = "train_features"  # split feature of each row (train, then test), then leaf
 # Routing temporaries: the test rows reuse the training rows' buffers and, for their
 # float32 values and thresholds, the split search's (all free while routing).
@@ -786,14 +787,16 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
     h = torch.empty_like(raw)
     one = torch.ones((), dtype=f64, device=device)
     ones_at_positive = torch.ones(positive.numel(), dtype=f64, device=device)
-    # Per softmax group: k, raw scores, probabilities, and its views of g and h.
-    softmax_groups = [(k, raw_k, torch.empty_like(raw_k), g[:, a:b].view(n, -1, k),
+    step = workspace.get(_SCRATCH_F64, (n * n_trees,), f64)
+    # Per softmax group: k, raw scores, probabilities, and its views of g and h. The
+    # probabilities are contiguous pieces of the scratch buffer: dead once g and h are
+    # made, before the scratch takes the rounded gradients.
+    softmax_groups = [(k, raw_k, step[n * a:n * b].view(raw_k.shape), g[:, a:b].view(n, -1, k),
                        h[:, a:b].view(n, -1, k)) for (a, b, k), raw_k in zip(groups, raw_groups)]
     n_slots = n_trees * 2 ** max_depth
     leaf_of_row = workspace.get(_TRAIN_FEATURES, (n * n_trees,), torch.int64)
     sum_g = workspace.get("sum_g", (n_slots,), f64)
     sum_h = workspace.get("sum_h", (n_slots,), f64)
-    step = workspace.get(_SCRATCH_F64, (n * n_trees,), f64)
     step_groups = [step.view(n, n_trees)[:, a:b].view(n, -1, k) for a, b, k in groups]
     step_test = workspace.get(_SCRATCH_F64, (n_test * n_trees,), f64)  # after step's use
     # Global node ids t * n_nodes + m: children of node k are 2k and 2k + 1.
