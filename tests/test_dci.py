@@ -182,6 +182,23 @@ def test_torch_gbt_worker_threads_give_the_same_fit():
                             n_estimators=2, workers=2)
 
 
+def test_torch_gbt_ignores_reduced_float32_matmul_precision():
+    """Count digits are packed by a float32 product only while products are exact."""
+    from disentangle_eval._gbt import fit_gbt_classifiers
+
+    latents, factors = _small_problem(300)
+    x, y = torch.as_tensor(latents), torch.as_tensor(factors)
+    exact = fit_gbt_classifiers(x[:200], y[:200], x[200:], n_estimators=5)
+    previous = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        reduced = fit_gbt_classifiers(x[:200], y[:200], x[200:], n_estimators=5)
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    assert torch.equal(reduced.importance, exact.importance)
+    assert torch.equal(reduced.predict_test, exact.predict_test)
+
+
 def test_torch_gbt_histogram_precision_follows_the_largest_bin(monkeypatch):
     import disentangle_eval._gbt as gbt
 
