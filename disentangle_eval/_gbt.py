@@ -458,8 +458,10 @@ def _best_splits(cum_g, cum_c, binned, importance, priority, tree_index, workspa
     const = workspace.cached(("split constants", d, nb, n_nodes, n_trees),
                              lambda: _split_constants(d, nb, n_nodes, tree_index))
     at = torch.add(const.cells, feat[:, :, None], alpha=nb * n_nodes * n_trees)
-    b = score.view(-1).take(at).argmax(2, keepdim=True)              # first best: lowest bin
-    cc = cum_c.view(-1).take(at)
+    at = at.view(-1)  # index_select on the flat views: as take, ~2x faster
+    b = score.view(-1).index_select(0, at).view(n_nodes, n_trees, nb).argmax(
+        2, keepdim=True)                                             # first best: lowest bin
+    cc = cum_c.view(-1).index_select(0, at).view(n_nodes, n_trees, nb)
     n_left = cc.gather(2, b)                                         # (nodes, T, 1)
     n_node = cc[:, :, -1:]
     split = (n_left >= 1) & (n_left < n_node)
