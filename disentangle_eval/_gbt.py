@@ -528,9 +528,11 @@ def _level_views(level, d, nb, n_trees, tree_ids, node, histograms,
 
 # Workspace names of buffers that serve several purposes per stage: fewer live
 # multi-megabyte buffers, less cache traffic when two workers share the caches.
-# probabilities, then rounded gradients, then the leaf step of each row, then of test rows
+# Probabilities, then rounded gradients, then the leaf steps of the training rows, then
+# of the test rows:
 _SCRATCH_F64 = "scratch_f64"
-_TRAIN_FEATURES = "train_features"  # split feature of each row (train, then test), then leaf
+# Split feature of each row (training, then test rows), then the leaf of each row:
+_TRAIN_FEATURES = "train_features"
 # Routing temporaries: the test rows reuse the training rows' buffers and, for their
 # float32 values and thresholds, the split search's (all free while routing).
 _TRAIN_ROUTE = (_TRAIN_FEATURES, "train_threshold", "train_value", "right")
