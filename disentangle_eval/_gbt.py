@@ -48,8 +48,14 @@ trees, each a contiguous (samples, block) matrix; it, the products, the routing 
 split-search temporaries live in buffers reused across levels and stages, and the views
 and index tensors a stage needs are made once per fit (:class:`_Histograms`,
 :class:`_Workspace`): a stage is some 500 small torch calls, so Python overhead and
-page faults of fresh temporaries would otherwise cost as much as the arithmetic.
-Hence results do not depend on the device, thread count or
+page faults of fresh temporaries would otherwise cost as much as the arithmetic. Each
+worker's buffers (tens of megabytes) exceed the shared cache, so the arithmetic is
+mostly memory traffic, and the two workers slow each other by competing for it: fewer
+and smaller buffers matter as much as fewer operations. Hence the node masks are
+written straight into the product operands and multiplied by the gradients in place,
+histograms are copied into the cumulative-sum buffers and summed there, count digits
+are packed by one small matrix product, and buffers serve several steps in turn.
+As the histogram sums are exact, results do not depend on the device, thread count or
 summation order, and two features that induce the same partition of a node have bitwise
 equal gains: a tie. Ties are broken pseudo-randomly (scikit-learn draws a random feature
 order per node) by a hash of the seed, the stage, the node, and the *content* of the
