@@ -271,11 +271,8 @@ class _Workspace:
         if view is not None:
             return view
         numel = math.prod(shape)
-        buffer = self._buffers.get(name)
-        if buffer is None or buffer.numel() < numel or buffer.dtype != dtype:
-            buffer = torch.empty(numel, dtype=dtype, device=self.device)
-            self._buffers[name] = buffer
-        view = self._views[key] = buffer[:numel].view(shape)
+        self.reserve(name, numel, dtype)
+        view = self._views[key] = self._buffers[name][:numel].view(shape)
         return view
 
     def cached(self, key, make):
@@ -289,11 +286,11 @@ class _Workspace:
 class _Histograms:
     """Exact gradient and count histograms per (feature * bin, node, tree), on reused buffers.
 
-    The rounded gradients (n, T) (integers, see :func:`fit_gbt_classifiers`) live in
-    ``grad`` (a view of a block-major buffer of the one-hot matrix's dtype, float32 or
-    float64: blocks of ``block`` trees, each a
-    contiguous (n, block) matrix, so that every sparse product has a cache-sized
-    contiguous dense operand and a preallocated output). Trees are padded to
+    The rounded gradients (n, T) (integers, see :func:`fit_gbt_classifiers`) live in a
+    block-major buffer of the one-hot matrix's dtype, float32 or float64: blocks of
+    ``block`` trees, each a contiguous (n, block) matrix, so that every sparse product
+    has a cache-sized contiguous dense operand and a preallocated output. Trees are
+    padded to
     ``n_trees_pad`` (a multiple of ``block`` and ``pack``) with zero gradients and masks.
     The caller writes a level's 0/1 node masks into :meth:`masks` (the product operands'
     buffer: no separate mask array); a call then makes the count histograms from them
@@ -319,9 +316,7 @@ class _Histograms:
         self.digit_shifts = count_bits * torch.arange(pack, device=device,
                                                       dtype=self.digit_dtype)
         self.n_trees_pad = n_blocks * block
-        self.n_count = self.n_trees_pad // pack
         self._grad = torch.zeros(n_blocks, n, block, dtype=dtype, device=device)
-        self.grad = self._grad.permute(1, 0, 2)                     # (n, S, W)
         # Zeros: padded trees' columns are never written and must stay zero masks.
         self._dense = torch.zeros(max_nodes, n_blocks, n, block, dtype=dtype, device=device)
         columns = block // pack                                      # packed, per block
@@ -330,6 +325,10 @@ class _Histograms:
                                  device=device)
         self._count_sums = torch.empty(max_nodes, n_blocks, rows, columns, dtype=dtype,
                                        device=device)
+        self._packed = torch.empty(self._count_sums.numel(), dtype=self.digit_dtype,
+                                   device=device)
+        self._digits = torch.empty(self._packed.numel() * pack, dtype=self.digit_dtype,
+                                   device=device)
         # Packing ``pack`` adjacent masks into base-2**count_bits digits is one small
         # matrix product (a third of the time of strided adds), exact unless float32
         # products may run in reduced precision (TF32, bfloat16).
@@ -419,10 +418,10 @@ class _Histograms:
         plan.count_products = [(plan.counts[m, s], count_sums[m, s])
                                for m in range(nodes) for s in range(n_blocks)]
         plan.count_sums_packed = count_sums.permute(2, 0, 1, 3)[..., None]
-        plan.packed = self.workspace.get("packed", (rows, nodes, n_blocks, columns, 1),
-                                         self.digit_dtype)
-        plan.digits = self.workspace.get("digits", (rows, nodes, n_blocks, columns, self.pack),
-                                         self.digit_dtype)
+        packed_shape = (rows, nodes, n_blocks, columns, 1)
+        plan.packed = self._packed[:math.prod(packed_shape)].view(packed_shape)
+        plan.digits = self._digits[:plan.packed.numel() * self.pack].view(
+            rows, nodes, n_blocks, columns, self.pack)
         plan.digits_trees = plan.digits.view(rows, nodes, self.n_trees_pad)[:, :, :self.n_trees]
         return plan
 
@@ -832,10 +831,6 @@ def _fit_targets(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
                              ("cum_c0", torch.float32), ("cum_c1", torch.float32),
                              ("score", torch.float32), ("denom", torch.float32)):
             workspace.reserve(name, max(cells, n_test * n_trees), dtype_)
-        parents = max(1, 2 ** (max_depth - 2))
-        digits = d * nb * parents * histograms.n_count * histograms.pack
-        workspace.reserve("packed", digits // histograms.pack, histograms.digit_dtype)
-        workspace.reserve("digits", digits, histograms.digit_dtype)
     levels = [_level_views(level, d, nb, n_trees, tree_ids, node, histograms, workspace)
               for level in range(1, max_depth)] if d else []
     stage_chunk = 25  # tie priorities are hashed for this many stages at a time
