@@ -90,7 +90,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from disentangle_eval.dci import dci
+    from disentangle_eval import dci
 
     torch.set_num_threads(args.threads)
     n = 3000 if args.quick else 15000

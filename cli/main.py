@@ -167,7 +167,7 @@ def score(latents_path, factors_path, latents_key, factors_key, metrics, discret
         with warnings.catch_warnings(record=True) as recorded:
             warnings.simplefilter("always")
             if "dci" in metrics:
-                from disentangle_eval.dci import dci
+                from disentangle_eval import dci
 
                 results["dci"] = dci(latents, factors, predictor=dci_predictor,
                                      backend=dci_backend, split=split,

@@ -2,12 +2,18 @@
 
 The metrics are pure functions over ``(n_samples, n_latents)`` latents and
 ``(n_samples, n_factors)`` integer factors, computed in PyTorch on CPU or GPU.
+Implementation modules are private (``_dci``, ``_infomec``, ...); this package is the
+public surface.
 """
+from ._dci import (DCIResult, completeness, completeness_per_factor, dci, disentanglement,
+                   disentanglement_per_code)
+from ._infomec import (InfoMECResult, active_latents, infomec, modularity_compactness,
+                       normalized_mutual_information, predictive_information)
 from ._validation import DataError
-from .dci import DCIResult, completeness, dci, disentanglement
-from .infomec import InfoMECResult, infomec, normalized_mutual_information
 
 __version__ = "0.1.0"
 
-__all__ = ["DataError", "DCIResult", "InfoMECResult", "completeness", "dci",
-           "disentanglement", "infomec", "normalized_mutual_information", "__version__"]
+__all__ = ["DataError", "DCIResult", "InfoMECResult", "active_latents", "completeness",
+           "completeness_per_factor", "dci", "disentanglement", "disentanglement_per_code",
+           "infomec", "modularity_compactness", "normalized_mutual_information",
+           "predictive_information", "__version__"]

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from disentangle_eval import DataError, infomec, normalized_mutual_information
-from disentangle_eval.infomec import active_latents, modularity_compactness, predictive_information
+from disentangle_eval import (DataError, active_latents, infomec, modularity_compactness,
+                              normalized_mutual_information, predictive_information)
 
 # (variant in the fixtures, n_neighbors, active rule)
 VARIANTS = [("infomec_factorqvae", 3, "range"), ("infomec_qlae", 10, "range"),

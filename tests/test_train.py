@@ -5,7 +5,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -327,26 +326,3 @@ def test_every_model_trains_and_draws(tmp_path, model):
     assert figures == expected | ({"codebook_usage"} if quantised else set())
     with np.load(tmp_path / model / "latents.npz") as z:
         assert (z["latents"].dtype == np.int64) == quantised
-
-
-def test_score_latents_falls_back_to_sklearn_dci(monkeypatch):
-    from reference_models.training.evaluate import score_latents
-
-    dci_module = sys.modules["disentangle_eval.dci"]
-
-    real = dci_module.dci
-
-    def torch_fails(*args, backend="torch", **kwargs):
-        if backend == "torch":
-            raise ValueError("simulated torch backend failure")
-        return real(*args, backend=backend, **kwargs)
-
-    monkeypatch.setattr(dci_module, "dci", torch_fails)
-    rng = np.random.default_rng(0)
-    factors = rng.integers(0, 3, size=(120, 2))
-    latents = factors.astype(np.int64)
-    report, result, _, caught = score_latents(latents, factors, n_train=80, discrete=True,
-                                              seed=0, device="cpu")
-    assert report["dci"]["backend"] == "sklearn" and result.n_train == 80
-    assert report["dci"]["disentanglement"] > 0.9
-    assert any("scikit-learn backend" in message for message in caught)

@@ -79,30 +79,19 @@ def score_latents(latents: np.ndarray, factors: np.ndarray, *, n_train: int, dis
 
     Returns the JSON-ready report parts and the two result objects, plus the warnings.
     """
-    from disentangle_eval import infomec
-    from disentangle_eval.dci import dci
+    from disentangle_eval import dci, infomec
 
     n = len(latents)
     train_fraction = n_train / n
     if math.ceil(train_fraction * n) != n_train:  # guard the float round trip
         train_fraction = math.nextafter(train_fraction, 0.0)
-    fallback = []
     with warnings.catch_warnings(record=True) as recorded:
         warnings.simplefilter("always")
-        try:
-            dci_result = dci(latents, factors, split="contiguous",
-                             train_fraction=train_fraction, seed=seed, device=device)
-        except ValueError as exc:
-            # The batched torch trees refuse some inputs the reference path handles; a
-            # data problem fails again here and propagates.
-            dci_result = dci(latents, factors, split="contiguous",
-                             train_fraction=train_fraction, seed=seed, backend="sklearn")
-            fallback.append(f"DCI: the torch backend failed ({exc}); scored with the "
-                            "scikit-learn backend")
+        dci_result = dci(latents, factors, split="contiguous",
+                         train_fraction=train_fraction, seed=seed, device=device)
         info = infomec(latents, factors, discrete=discrete, device=device, seed=seed)
-    caught = fallback + sorted({str(w.message) for w in recorded
-                                if not issubclass(w.category, (DeprecationWarning,
-                                                               FutureWarning))})
+    caught = sorted({str(w.message) for w in recorded
+                     if not issubclass(w.category, (DeprecationWarning, FutureWarning))})
     report = {
         "dci": {"disentanglement": float(dci_result.disentanglement),
                 "completeness": float(dci_result.completeness),
