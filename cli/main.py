@@ -189,15 +189,8 @@ def score(latents_path, factors_path, latents_key, factors_key, metrics, discret
     except ValueError as exc:  # DataError and the metrics' own checks on the data
         raise BadData(str(exc)) from None
 
-    if "dci" in results:
-        report["dci"] = _dci_report(results["dci"])
-    if "infomec" in results:
-        r = results["infomec"]
-        report["infomec"] = {"infom": r.infom, "infoe": r.infoe, "infoc": r.infoc,
-                             "nmi": r.nmi.tolist(), "nmi_layout": "rows = factors, columns = latents",
-                             "active_latents": r.active_latents.tolist(),
-                             "infoe_per_factor": r.infoe_per_factor.tolist(),
-                             "notes": list(r.notes)}
+    for name, result in results.items():
+        report[name] = result.to_dict()
     report["warnings"] = caught
     report["environment"] = environment_info(device_obj)
 
@@ -231,19 +224,6 @@ def _check_out_dir(out_dir: Path, files: list[str], force: bool) -> None:
     if existing and not force:
         raise click.UsageError(f"--out {out_dir}: {', '.join(existing)} already exist; "
                                "pass --force to overwrite or choose another directory")
-
-
-def _dci_report(result) -> dict:
-    return {
-        "disentanglement": float(result.disentanglement),
-        "completeness": float(result.completeness),
-        "informativeness_train": float(result.informativeness_train),
-        "informativeness_test": float(result.informativeness_test),
-        "importance": result.importance.tolist(),
-        "importance_layout": "rows = latents, columns = factors",
-        "per_code_disentanglement": list(map(float, result.per_code_disentanglement)),
-        "per_factor_completeness": list(map(float, result.per_factor_completeness)),
-    }
 
 
 def _write_outputs(out_dir: Path, report: dict, results: dict, factor_names) -> None:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.special
 import torch
 
+from disentangle_eval._results import MetricResult
 from disentangle_eval._validation import DataError, check_inputs, resolve_device
 
 __all__ = ["DCIResult", "dci", "disentanglement", "completeness",
@@ -138,7 +139,7 @@ def completeness(importance) -> float:
 # --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class DCIResult:
+class DCIResult(MetricResult):
     """DCI scores and the importance matrix they come from.
 
     Attributes
@@ -185,15 +186,9 @@ class DCIResult:
     device: str
     warnings: tuple[str, ...] = field(default=())
 
-    def as_dict(self) -> dict:
-        """JSON-ready dictionary (arrays as nested lists)."""
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, np.ndarray):
-                out[key] = value.tolist()
-            elif isinstance(value, tuple):
-                out[key] = list(value)
-        return out
+    HEADLINE = ("disentanglement", "completeness", "informativeness_train",
+                "informativeness_test")
+    LAYOUTS = {"importance": "rows = latents, columns = factors"}
 
 
 # --------------------------------------------------------------------------------------

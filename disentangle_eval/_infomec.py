@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ._logistic import fit_multinomial_logistic, log_loss, one_hot_design
+from ._results import MetricResult
 from ._validation import ScoringInputs, check_inputs
 
 __all__ = [
@@ -31,7 +32,7 @@ _KNN_MEMORY_BUDGET = 256 * 2**20
 
 
 @dataclass(frozen=True)
-class InfoMECResult:
+class InfoMECResult(MetricResult):
     """InfoMEC scores of one representation.
 
     Attributes
@@ -72,14 +73,8 @@ class InfoMECResult:
     device: str
     notes: tuple[str, ...] = field(default=())
 
-    def to_dict(self) -> dict:
-        """JSON-ready dictionary (arrays as nested lists)."""
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, np.ndarray):
-                out[key] = value.tolist()
-        out["notes"] = list(self.notes)
-        return out
+    HEADLINE = ("infom", "infoe", "infoc")
+    LAYOUTS = {"nmi": "rows = factors, columns = latents"}
 
 
 def infomec(latents, factors, *, discrete: bool | None = None, n_neighbors: int = 3,

@@ -256,7 +256,7 @@ def test_result_shapes_and_settings(small_result):
                   r.informativeness_test):
         assert 0.0 <= value <= 1.0
     assert r.disentanglement == pytest.approx(disentanglement(r.importance))
-    assert set(r.as_dict()) >= {"disentanglement", "importance", "warnings"}
+    assert set(r.to_dict()) >= {"disentanglement", "importance", "warnings"}
 
 
 def test_latent_permutation_permutes_importance_rows(small_result):

@@ -92,24 +92,7 @@ def score_latents(latents: np.ndarray, factors: np.ndarray, *, n_train: int, dis
         info = infomec(latents, factors, discrete=discrete, device=device, seed=seed)
     caught = sorted({str(w.message) for w in recorded
                      if not issubclass(w.category, (DeprecationWarning, FutureWarning))})
-    report = {
-        "dci": {"disentanglement": float(dci_result.disentanglement),
-                "completeness": float(dci_result.completeness),
-                "informativeness_train": float(dci_result.informativeness_train),
-                "informativeness_test": float(dci_result.informativeness_test),
-                "importance": dci_result.importance.tolist(),
-                "importance_layout": "rows = latents, columns = factors",
-                "split": "contiguous", "n_train": int(dci_result.n_train),
-                "n_test": int(dci_result.n_test), "predictor": dci_result.predictor,
-                "backend": dci_result.backend},
-        "infomec": {"infom": float(info.infom), "infoe": float(info.infoe),
-                    "infoc": float(info.infoc), "nmi": info.nmi.tolist(),
-                    "nmi_layout": "rows = factors, columns = latents",
-                    "active_latents": info.active_latents.tolist(),
-                    "infoe_per_factor": info.infoe_per_factor.tolist(),
-                    "discrete": bool(info.discrete), "n_neighbors": int(info.n_neighbors),
-                    "notes": list(info.notes)},
-    }
+    report = {"dci": dci_result.to_dict(), "infomec": info.to_dict()}
     return report, dci_result, info, caught
 
 
