@@ -11,7 +11,6 @@ from pathlib import Path
 
 import click
 
-METRICS = ("dci", "infomec")
 EXIT_BAD_DATA = 1
 
 
@@ -25,6 +24,8 @@ class BadData(click.ClickException):
 
 
 def _parse_metrics(_ctx, _param, value: str) -> tuple[str, ...]:
+    from disentangle_eval._registry import METRICS
+
     chosen = tuple(dict.fromkeys(m.strip().lower() for m in value.split(",") if m.strip()))
     unknown = [m for m in chosen if m not in METRICS]
     if unknown or not chosen:
@@ -131,6 +132,7 @@ def score(latents_path, factors_path, latents_key, factors_key, metrics, discret
     import torch
 
     from disentangle_eval import DataError
+    from disentangle_eval._registry import METRICS, run_metric
     from disentangle_eval._validation import check_factors, check_latents, resolve_device
     from disentangle_eval.environment import environment_info
     from disentangle_eval.io import load_array, load_factor_names
@@ -161,29 +163,19 @@ def score(latents_path, factors_path, latents_key, factors_key, metrics, discret
                    "latents_discrete": is_discrete},
         "settings": {"metrics": list(metrics), "seed": seed, "device": str(device_obj)},
     }
+    shared = {"discrete": is_discrete, "n_neighbors": n_neighbors, "active": active_rule,
+              "predictor": dci_predictor, "backend": dci_backend, "split": split,
+              "train_fraction": train_fraction, "seed": seed, "device": device_obj,
+              "progress": True}
     results = {}
     caught: list[str] = []
     try:
         with warnings.catch_warnings(record=True) as recorded:
             warnings.simplefilter("always")
-            if "dci" in metrics:
-                from disentangle_eval import dci
-
-                results["dci"] = dci(latents, factors, predictor=dci_predictor,
-                                     backend=dci_backend, split=split,
-                                     train_fraction=train_fraction, seed=seed,
-                                     device=device_obj, progress=True)
-                report["settings"]["dci"] = {"predictor": dci_predictor, "backend": dci_backend,
-                                             "split": split, "train_fraction": train_fraction}
-            if "infomec" in metrics:
-                from disentangle_eval import infomec
-
-                results["infomec"] = infomec(latents, factors, discrete=is_discrete,
-                                             n_neighbors=n_neighbors, active=active_rule,
-                                             device=device_obj, seed=seed)
-                report["settings"]["infomec"] = {"discrete": is_discrete,
-                                                 "n_neighbors": n_neighbors,
-                                                 "active": active_rule}
+            for name in metrics:
+                spec = METRICS[name]
+                results[name] = run_metric(spec, latents, factors, shared)
+                report["settings"][name] = spec.settings(shared)
         caught = sorted({str(w.message) for w in recorded
                          if not issubclass(w.category, (DeprecationWarning, FutureWarning))})
     except ValueError as exc:  # DataError and the metrics' own checks on the data
@@ -209,12 +201,9 @@ def score(latents_path, factors_path, latents_key, factors_key, metrics, discret
 
 
 def _planned_outputs(metrics) -> list[str]:
-    files = ["metrics.json"]
-    if "infomec" in metrics:
-        files += ["nmi.npy", "nmi.png"]
-    if "dci" in metrics:
-        files += ["importance.npy", "importance.png"]
-    return files
+    from disentangle_eval._registry import METRICS
+
+    return ["metrics.json"] + [f for name in metrics for f in METRICS[name].output_files()]
 
 
 def _check_out_dir(out_dir: Path, files: list[str], force: bool) -> None:
@@ -227,20 +216,16 @@ def _check_out_dir(out_dir: Path, files: list[str], force: bool) -> None:
 
 
 def _write_outputs(out_dir: Path, report: dict, results: dict, factor_names) -> None:
+    from disentangle_eval._registry import METRICS
     from disentangle_eval.io import write_json, write_npy
-    from disentangle_eval.plotting import plot_importance, plot_nmi
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    if "infomec" in results:
-        r = results["infomec"]
-        write_npy(out_dir / "nmi.npy", r.nmi)
-        plot_nmi(r.nmi, factor_names, r.active_latents, path=out_dir / "nmi.png",
-                 title=f"NMI (InfoM {r.infom:.2f}, InfoC {r.infoc:.2f})")
-    if "dci" in results:
-        r = results["dci"]
-        write_npy(out_dir / "importance.npy", r.importance)
-        plot_importance(r.importance, factor_names, path=out_dir / "importance.png",
-                        title=f"DCI importance (D {r.disentanglement:.2f}, C {r.completeness:.2f})")
+    for name, result in results.items():
+        spec = METRICS[name]
+        for matrix in spec.matrices:
+            write_npy(out_dir / f"{matrix}.npy", getattr(result, matrix))
+        if spec.heatmap is not None:
+            spec.heatmap(result, factor_names, out_dir / spec.heatmap_file)
     write_json(out_dir / "metrics.json", report)
 
 

@@ -1,0 +1,87 @@
+"""The metrics the command line (and anything else that scores by name) can run.
+
+One entry per metric family: the function, the keyword arguments it takes from the
+shared scoring settings, and the matrices it writes. The ``score`` command (and
+``compare``) iterate over this table; adding a metric is one entry here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ._dci import dci
+from ._infomec import infomec
+from ._results import MetricResult
+from .plotting import plot_importance, plot_nmi
+
+__all__ = ["MetricSpec", "METRICS", "DEFAULT_METRICS", "SETTING_NAMES", "run_metric"]
+
+# Keyword arguments that a metric may take from the shared settings of a scoring run.
+SETTING_NAMES = ("discrete", "n_neighbors", "active", "predictor", "backend", "split",
+                 "train_fraction", "seed", "device", "progress")
+# What is not recorded as the metric's own settings in a report.
+_RUN_SETTINGS = ("seed", "device", "progress")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """How to run one metric family by name.
+
+    Attributes
+    ----------
+    name : str
+        Command-line name (``--metrics``) and key of the metric's object in reports.
+    compute : callable
+        ``compute(latents, factors, **options) -> MetricResult``.
+    options : tuple of str
+        Names from :data:`SETTING_NAMES` that ``compute`` takes as keyword arguments.
+    matrices : tuple of str
+        Result attributes written as ``<attribute>.npy`` by ``score --out``.
+    heatmap : callable or None
+        ``heatmap(result, factor_names, path)`` draws the metric's main matrix as PNG.
+    heatmap_file : str or None
+        File name of that PNG.
+    """
+
+    name: str
+    compute: Callable[..., MetricResult]
+    options: tuple[str, ...]
+    matrices: tuple[str, ...]
+    heatmap: Callable[..., object] | None = None
+    heatmap_file: str | None = None
+
+    def settings(self, shared: dict) -> dict:
+        """The metric's own settings out of ``shared`` (for the report)."""
+        return {k: shared[k] for k in self.options if k not in _RUN_SETTINGS and k in shared}
+
+    def output_files(self) -> list[str]:
+        files = [f"{m}.npy" for m in self.matrices]
+        return files + ([self.heatmap_file] if self.heatmap_file else [])
+
+
+def run_metric(spec: MetricSpec, latents, factors, shared: dict) -> MetricResult:
+    """Call ``spec.compute`` with the options it takes from ``shared``."""
+    return spec.compute(latents, factors, **{k: shared[k] for k in spec.options if k in shared})
+
+
+def _nmi_heatmap(result, factor_names, path):
+    return plot_nmi(result.nmi, factor_names, result.active_latents, path=path,
+                    title=f"NMI (InfoM {result.infom:.2f}, InfoC {result.infoc:.2f})")
+
+
+def _importance_heatmap(result, factor_names, path):
+    return plot_importance(result.importance, factor_names, path=path,
+                           title=f"DCI importance (D {result.disentanglement:.2f}, "
+                                 f"C {result.completeness:.2f})")
+
+
+METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
+    MetricSpec("dci", dci, options=("predictor", "backend", "split", "train_fraction", "seed",
+                                    "device", "progress"),
+               matrices=("importance",), heatmap=_importance_heatmap,
+               heatmap_file="importance.png"),
+    MetricSpec("infomec", infomec, options=("discrete", "n_neighbors", "active", "seed",
+                                            "device"),
+               matrices=("nmi",), heatmap=_nmi_heatmap, heatmap_file="nmi.png"),
+)}
+DEFAULT_METRICS = ("dci", "infomec")
