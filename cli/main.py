@@ -133,7 +133,7 @@ def score(latents_path, factors_path, latents_key, factors_key, metrics, discret
 
     from disentangle_eval import DataError
     from disentangle_eval._registry import METRICS, run_metric
-    from disentangle_eval._validation import check_factors, check_latents, resolve_device
+    from disentangle_eval._validation import check_inputs, resolve_device
     from disentangle_eval.environment import environment_info
     from disentangle_eval.io import load_array, load_factor_names
 
@@ -146,16 +146,16 @@ def score(latents_path, factors_path, latents_key, factors_key, metrics, discret
         latents = load_array(latents_path, "latents", latents_key)
         factors = load_array(factors_path, "factors", factors_key)
         factor_names = load_factor_names(factors_path, latents_path, n_factors=factors.shape[1])
-        # Validate once up front so every metric sees the same, clean data.
-        latents, is_discrete = check_latents(latents, discrete=discrete)
-        check_factors(factors, n_rows=latents.shape[0], factor_names=factor_names,
-                      nonnegative=True)
+        # Checked once here; every metric gets the same checked inputs.
+        inputs = check_inputs(latents, factors, discrete=discrete, device=device_obj,
+                              factor_names=factor_names, nonnegative_factors=True)
     except FileNotFoundError as exc:
         raise click.UsageError(str(exc)) from None
     except DataError as exc:
         raise BadData(str(exc)) from None
     factor_names = factor_names or [f"factor_{i}" for i in range(factors.shape[1])]
 
+    is_discrete = inputs.discrete
     report = {
         "inputs": {"latents": str(latents_path), "factors": str(factors_path),
                    "n_samples": int(latents.shape[0]), "n_latents": int(latents.shape[1]),
@@ -163,10 +163,10 @@ def score(latents_path, factors_path, latents_key, factors_key, metrics, discret
                    "latents_discrete": is_discrete},
         "settings": {"metrics": list(metrics), "seed": seed, "device": str(device_obj)},
     }
-    shared = {"discrete": is_discrete, "n_neighbors": n_neighbors, "active": active_rule,
-              "predictor": dci_predictor, "backend": dci_backend, "split": split,
-              "train_fraction": train_fraction, "seed": seed, "device": device_obj,
-              "progress": True}
+    shared = {"n_neighbors": n_neighbors, "active": active_rule, "predictor": dci_predictor,
+              "backend": dci_backend, "split": split, "train_fraction": train_fraction,
+              "seed": seed, "device": device_obj, "progress": True,
+              "factor_names": factor_names}
     results = {}
     caught: list[str] = []
     try:
@@ -174,7 +174,7 @@ def score(latents_path, factors_path, latents_key, factors_key, metrics, discret
             warnings.simplefilter("always")
             for name in metrics:
                 spec = METRICS[name]
-                results[name] = run_metric(spec, latents, factors, shared)
+                results[name] = run_metric(spec, inputs, shared)
                 report["settings"][name] = spec.settings(shared)
         caught = sorted({str(w.message) for w in recorded
                          if not issubclass(w.category, (DeprecationWarning, FutureWarning))})

@@ -25,15 +25,16 @@ import scipy.special
 import torch
 
 from disentangle_eval._results import MetricResult
-from disentangle_eval._validation import DataError, check_inputs, resolve_device
+from disentangle_eval._split import (check_split_options, require_two_classes, split_rows,
+                                     split_warnings)
+from disentangle_eval._validation import (DataError, ScoringInputs, check_inputs,
+                                          resolve_device)
 
-__all__ = ["DCIResult", "dci", "disentanglement", "completeness",
-           "disentanglement_per_code", "completeness_per_factor",
-           "PREDICTORS", "BACKENDS", "SPLITS"]
+__all__ = ["DCIResult", "dci", "dci_from_inputs", "disentanglement", "completeness",
+           "disentanglement_per_code", "completeness_per_factor", "PREDICTORS", "BACKENDS"]
 
 PREDICTORS = ("gbt", "random_forest", "logistic")
 BACKENDS = ("torch", "sklearn")
-SPLITS = ("random", "contiguous")
 
 
 # --------------------------------------------------------------------------------------
@@ -189,51 +190,6 @@ class DCIResult(MetricResult):
     HEADLINE = ("disentanglement", "completeness", "informativeness_train",
                 "informativeness_test")
     LAYOUTS = {"importance": "rows = latents, columns = factors"}
-
-
-# --------------------------------------------------------------------------------------
-# Splits
-# --------------------------------------------------------------------------------------
-
-def _split_rows(n_samples: int, split: str, train_fraction: float, seed: int):
-    """Row indices (train, test): the first ceil(train_fraction * N) rows of the order."""
-    n_train = int(math.ceil(n_samples * train_fraction))  # disentanglement_lib's rule
-    n_test = n_samples - n_train
-    if n_test < 1 or n_train < 2:
-        raise ValueError(
-            f"train_fraction={train_fraction} leaves {n_train} training and {n_test} test "
-            f"rows of {n_samples}; DCI needs at least 2 training rows and 1 test row")
-    if split == "contiguous":
-        order = np.arange(n_samples)
-    else:
-        order = np.random.default_rng(seed).permutation(n_samples)
-    return order[:n_train], order[n_train:]
-
-
-def _split_warnings(y_train: np.ndarray, y_test: np.ndarray, split: str,
-                    factor_names) -> list[str]:
-    messages = []
-    missing, unseen = [], []
-    for j in range(y_train.shape[1]):
-        train_values = np.unique(y_train[:, j])
-        test_values = np.unique(y_test[:, j])
-        name = factor_names[j] if factor_names is not None else f"factor {j}"
-        n_missing = np.setdiff1d(train_values, test_values).size
-        n_unseen = np.setdiff1d(test_values, train_values).size
-        if n_missing:
-            missing.append(f"{name} ({n_missing} of {train_values.size} values)")
-        if n_unseen:
-            unseen.append(f"{name} ({n_unseen} values)")
-    if missing and split == "contiguous":
-        messages.append(
-            "contiguous split: the test rows miss factor values that the training rows "
-            f"have: {', '.join(missing)}; the test accuracy covers only part of each "
-            "factor's range (split='random' avoids this for data stored in factor order)")
-    if unseen:
-        messages.append(
-            "the test rows hold factor values absent from the training rows, which no "
-            f"classifier can predict: {', '.join(unseen)}")
-    return messages
 
 
 # --------------------------------------------------------------------------------------
@@ -404,47 +360,60 @@ def dci(latents, factors, *, predictor: str = "gbt", backend: str = "torch",
     >>> result.importance.shape   # rows = latents, columns = factors
     (2, 2)
     """
+    backend, dev = _check_dci_options(predictor, backend, split, train_fraction, max_bins,
+                                      device)
+    # Latents are numbers for the classifiers (as in the reference), never categories.
+    inputs = check_inputs(latents, factors, discrete=False, device=dev,
+                          factor_names=factor_names)
+    return dci_from_inputs(inputs, predictor=predictor, backend=backend, split=split,
+                           train_fraction=train_fraction, seed=seed, device=dev,
+                           progress=progress, n_jobs=n_jobs, max_bins=max_bins, l2=l2,
+                           factor_names=factor_names)
+
+
+def _check_dci_options(predictor, backend, split, train_fraction, max_bins, device):
+    """Validate the options of :func:`dci`; return the backend and device to use."""
     if predictor not in PREDICTORS:
         raise ValueError(f"predictor must be one of {PREDICTORS}, got {predictor!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if isinstance(train_fraction, bool) or not isinstance(train_fraction, (int, float)) \
-            or not 0.0 < float(train_fraction) < 1.0:
-        raise ValueError(f"train_fraction must be a number in (0, 1), got {train_fraction!r}")
+    check_split_options(split, train_fraction)
     if isinstance(max_bins, bool) or not isinstance(max_bins, int) or not 2 <= max_bins:
         raise ValueError(f"max_bins must be an integer >= 2, got {max_bins!r}")
-    train_fraction = float(train_fraction)
     if predictor == "random_forest":
         backend = "sklearn"
-    use_torch = backend == "torch"
-    dev = resolve_device(device) if use_torch else torch.device("cpu")
+    dev = resolve_device(device) if backend == "torch" else torch.device("cpu")
+    return backend, dev
 
-    # Latents are numbers for the classifiers (as in the reference), never categories.
-    inputs = check_inputs(latents, factors, discrete=False, device=dev,
-                          factor_names=factor_names)
+
+def dci_from_inputs(inputs: ScoringInputs, *, predictor: str = "gbt", backend: str = "torch",
+                    split: str = "random", train_fraction: float = 0.9, seed: int = 0,
+                    device=None, progress: bool = False, n_jobs: int | None = -1,
+                    max_bins: int = 256, l2: float = 1e-2, factor_names=None) -> DCIResult:
+    """:func:`dci` of inputs already checked by :func:`~disentangle_eval._validation.check_inputs`.
+
+    The latents are used as numbers (``inputs.raw_latents``) whether or not the inputs
+    were checked as discrete codes. Parameters are those of :func:`dci`.
+    """
+    backend, dev = _check_dci_options(predictor, backend, split, train_fraction, max_bins,
+                                      device if device is not None else inputs.device)
+    train_fraction = float(train_fraction)
+    use_torch = backend == "torch"
     n_samples = inputs.n_samples
-    train_rows, test_rows = _split_rows(n_samples, split, train_fraction, seed)
+    train_rows, test_rows = split_rows(n_samples, split, train_fraction, seed)
     y_all = inputs.factors.cpu().numpy()
     y_train_np, y_test_np = y_all[train_rows], y_all[test_rows]
-    for j in range(y_train_np.shape[1]):
-        if np.unique(y_train_np[:, j]).size < 2:
-            name = f"'{factor_names[j]}' (column {j})" if factor_names is not None \
-                else f"column {j}"
-            raise DataError(
-                f"factor {name} takes a single value in the {len(train_rows)} training rows "
-                f"(split={split!r}); no classifier can be fitted. Data stored in factor "
-                "order needs split='random'")
-    messages = _split_warnings(y_train_np, y_test_np, split, factor_names)
+    require_two_classes(y_train_np, split, factor_names)
+    messages = split_warnings(y_train_np, y_test_np, split, factor_names)
     for message in messages:
-        warnings.warn(message, UserWarning, stacklevel=2)
+        warnings.warn(message, UserWarning, stacklevel=3)
 
     if use_torch:
         index_train = torch.as_tensor(train_rows, device=dev)
         index_test = torch.as_tensor(test_rows, device=dev)
-        x_train, x_test = inputs.latents[index_train], inputs.latents[index_test]
-        y_train, y_test = inputs.factors[index_train], inputs.factors[index_test]
+        x_all, y_all_t = inputs.raw_latents.to(dev), inputs.factors.to(dev)
+        x_train, x_test = x_all[index_train], x_all[index_test]
+        y_train, y_test = y_all_t[index_train], y_all_t[index_test]
         if predictor == "gbt":
             importance, acc_train, acc_test = _fit_gbt_torch(
                 x_train, y_train, x_test, y_test, seed, progress, max_bins)
@@ -452,7 +421,7 @@ def dci(latents, factors, *, predictor: str = "gbt", backend: str = "torch",
             importance, acc_train, acc_test = _fit_logistic_torch(
                 x_train, y_train, x_test, y_test, l2)
     else:
-        x_all = inputs.latents.cpu().numpy()
+        x_all = inputs.raw_latents.cpu().numpy()
         x_train, x_test = x_all[train_rows], x_all[test_rows]
         if predictor == "gbt":
             from sklearn.ensemble import GradientBoostingClassifier

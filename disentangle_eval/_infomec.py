@@ -19,6 +19,7 @@ from ._validation import ScoringInputs, check_inputs
 __all__ = [
     "InfoMECResult",
     "infomec",
+    "infomec_from_inputs",
     "normalized_mutual_information",
     "active_latents",
     "modularity_compactness",
@@ -134,11 +135,26 @@ def infomec(latents, factors, *, discrete: bool | None = None, n_neighbors: int 
     >>> round(result.infom, 1), round(result.infoc, 1)
     (1.0, 1.0)
     """
+    _check_infomec_options(active, n_neighbors)
+    inputs = check_inputs(latents, factors, discrete=discrete, device=device)
+    return infomec_from_inputs(inputs, n_neighbors=n_neighbors, active=active, seed=seed,
+                               max_iter=max_iter, tol=tol)
+
+
+def _check_infomec_options(active, n_neighbors) -> None:
     if active not in ACTIVE_RULES:
         raise ValueError(f"active must be one of {ACTIVE_RULES}, got {active!r}")
     if not isinstance(n_neighbors, (int, np.integer)) or n_neighbors < 1:
         raise ValueError(f"n_neighbors must be a positive integer, got {n_neighbors!r}")
-    inputs = check_inputs(latents, factors, discrete=discrete, device=device)
+
+
+def infomec_from_inputs(inputs: ScoringInputs, *, n_neighbors: int = 3, active: str = "range",
+                        seed: int = 0, max_iter: int = 500, tol: float = 1e-4) -> InfoMECResult:
+    """:func:`infomec` of inputs already checked by
+    :func:`~disentangle_eval._validation.check_inputs` (their ``discrete`` and device are
+    used). Parameters are those of :func:`infomec`.
+    """
+    _check_infomec_options(active, n_neighbors)
     nmi = _nmi(inputs, n_neighbors=int(n_neighbors), seed=seed)
     active_mask = _active_mask(inputs.raw_latents, discrete=inputs.discrete, rule=active)
     nmi_np = nmi.cpu().numpy()

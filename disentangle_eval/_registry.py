@@ -9,18 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ._dci import dci
-from ._infomec import infomec
+from ._dci import dci_from_inputs
+from ._infomec import infomec_from_inputs
 from ._results import MetricResult
+from ._validation import ScoringInputs
 from .plotting import plot_importance, plot_nmi
 
 __all__ = ["MetricSpec", "METRICS", "DEFAULT_METRICS", "SETTING_NAMES", "run_metric"]
 
 # Keyword arguments that a metric may take from the shared settings of a scoring run.
-SETTING_NAMES = ("discrete", "n_neighbors", "active", "predictor", "backend", "split",
-                 "train_fraction", "seed", "device", "progress")
+SETTING_NAMES = ("n_neighbors", "active", "predictor", "backend", "split", "train_fraction",
+                 "seed", "device", "progress", "factor_names")
 # What is not recorded as the metric's own settings in a report.
-_RUN_SETTINGS = ("seed", "device", "progress")
+_RUN_SETTINGS = ("seed", "device", "progress", "factor_names")
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,9 @@ class MetricSpec:
     name : str
         Command-line name (``--metrics``) and key of the metric's object in reports.
     compute : callable
-        ``compute(latents, factors, **options) -> MetricResult``.
+        ``compute(inputs, **options) -> MetricResult`` on inputs checked once by
+        :func:`~disentangle_eval._validation.check_inputs` (the ``*_from_inputs``
+        function of the metric's module).
     options : tuple of str
         Names from :data:`SETTING_NAMES` that ``compute`` takes as keyword arguments.
     matrices : tuple of str
@@ -59,9 +62,9 @@ class MetricSpec:
         return files + ([self.heatmap_file] if self.heatmap_file else [])
 
 
-def run_metric(spec: MetricSpec, latents, factors, shared: dict) -> MetricResult:
-    """Call ``spec.compute`` with the options it takes from ``shared``."""
-    return spec.compute(latents, factors, **{k: shared[k] for k in spec.options if k in shared})
+def run_metric(spec: MetricSpec, inputs: ScoringInputs, shared: dict) -> MetricResult:
+    """Call ``spec.compute`` on checked ``inputs`` with the options it takes from ``shared``."""
+    return spec.compute(inputs, **{k: shared[k] for k in spec.options if k in shared})
 
 
 def _nmi_heatmap(result, factor_names, path):
@@ -76,12 +79,11 @@ def _importance_heatmap(result, factor_names, path):
 
 
 METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
-    MetricSpec("dci", dci, options=("predictor", "backend", "split", "train_fraction", "seed",
-                                    "device", "progress"),
+    MetricSpec("dci", dci_from_inputs, options=("predictor", "backend", "split", "train_fraction",
+                                                "seed", "device", "progress", "factor_names"),
                matrices=("importance",), heatmap=_importance_heatmap,
                heatmap_file="importance.png"),
-    MetricSpec("infomec", infomec, options=("discrete", "n_neighbors", "active", "seed",
-                                            "device"),
+    MetricSpec("infomec", infomec_from_inputs, options=("n_neighbors", "active", "seed"),
                matrices=("nmi",), heatmap=_nmi_heatmap, heatmap_file="nmi.png"),
 )}
 DEFAULT_METRICS = ("dci", "infomec")

@@ -55,6 +55,10 @@ class ScoringInputs:
     def n_factors(self) -> int:
         return int(self.factors.shape[1])
 
+    @property
+    def device(self) -> torch.device:
+        return self.latents.device
+
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None``/``"auto"``: CUDA when available, else CPU; otherwise ``torch.device(device)``."""
@@ -145,7 +149,8 @@ def check_factors(factors, n_rows: int | None = None,
 
 def check_inputs(latents, factors, *, discrete: bool | None = None,
                  device: str | torch.device | None = None,
-                 factor_names: Sequence[str] | None = None) -> ScoringInputs:
+                 factor_names: Sequence[str] | None = None,
+                 nonnegative_factors: bool = False) -> ScoringInputs:
     """Validate ``latents`` (N, d) and ``factors`` (N, F) and move them to ``device``.
 
     Parameters
@@ -158,9 +163,12 @@ def check_inputs(latents, factors, *, discrete: bool | None = None,
         ``None`` or ``"auto"``: CUDA when available, else CPU.
     factor_names : sequence of str, optional
         Used in error messages only.
+    nonnegative_factors : bool, default False
+        Also require factor labels >= 0 (indices, as files store them).
     """
     lat, discrete = check_latents(latents, discrete=discrete)
-    codes, sizes = check_factors(factors, n_rows=lat.shape[0], factor_names=factor_names)
+    codes, sizes = check_factors(factors, n_rows=lat.shape[0], factor_names=factor_names,
+                                 nonnegative=nonnegative_factors)
     dev = resolve_device(device)
     raw = torch.as_tensor(lat.astype(np.float64), device=dev)
     if discrete:
