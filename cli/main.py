@@ -11,16 +11,7 @@ from pathlib import Path
 
 import click
 
-EXIT_BAD_DATA = 1
-
-
-class BadData(click.ClickException):
-    """Data that cannot be scored: one line on stderr, exit code 1."""
-
-    exit_code = EXIT_BAD_DATA
-
-    def show(self, file=None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+from ._errors import BadData, Group
 
 
 def _parse_metrics(_ctx, _param, value: str) -> tuple[str, ...]:
@@ -34,28 +25,7 @@ def _parse_metrics(_ctx, _param, value: str) -> tuple[str, ...]:
     return chosen
 
 
-class _Commands(click.Group):
-    """A group whose unexpected failures are one line on stderr, not a traceback.
-
-    Set ``DISENTANGLE_EVAL_DEBUG=1`` to see the traceback instead.
-    """
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
-            raise
-        except MemoryError:
-            raise BadData("out of memory; score fewer samples or use a machine with more "
-                          "memory") from None
-        except Exception as exc:  # noqa: BLE001 - the last line of defence of a CLI
-            if os.environ.get("DISENTANGLE_EVAL_DEBUG"):
-                raise
-            raise BadData(f"unexpected {type(exc).__name__}: {exc} (set "
-                          "DISENTANGLE_EVAL_DEBUG=1 for the traceback)") from None
-
-
-@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="disentangle-eval")
 def main() -> None:
     """Disentanglement metrics (DCI, InfoMEC) for latents from any encoder.

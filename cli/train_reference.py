@@ -10,17 +10,7 @@ from pathlib import Path
 
 import click
 
-EXIT_BAD_DATA = 1
-
-
-class BadData(click.ClickException):
-    """Data that cannot be used: one line on stderr, exit code 1."""
-
-    exit_code = EXIT_BAD_DATA
-
-    def show(self, file=None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
+from ._errors import BadData, Command
 
 def _print_models(ctx: click.Context, _param, value: bool) -> None:
     if not value or ctx.resilient_parsing:
@@ -83,7 +73,7 @@ def build_spec(model: str, dataset: str, *, preset: str | None, data_dir, steps,
                    data_dir=None if data_dir is None else str(data_dir))
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--list-models", is_flag=True, expose_value=False, is_eager=True,
               callback=_print_models, help="Print the registered model names and exit.")
 @click.option("--list-datasets", is_flag=True, expose_value=False, is_eager=True,
