@@ -5,6 +5,11 @@ import platform
 import sys
 from importlib import metadata
 
+import numpy
+import torch
+
+from . import __version__
+
 __all__ = ["environment_info"]
 
 
@@ -14,11 +19,6 @@ def environment_info(device=None) -> dict:
     scipy's and scikit-learn's versions come from the installed distributions' metadata:
     importing them only to ask would cost a scoring run a second or more.
     """
-    import numpy
-    import torch
-
-    from . import __version__
-
     info = {
         "disentangle_eval": __version__,
         "python": sys.version.split()[0],

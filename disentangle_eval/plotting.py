@@ -6,6 +6,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ._validation import display_text
+from .io import atomic_write
+
 __all__ = ["plot_matrix", "plot_nmi", "plot_importance"]
 
 
@@ -37,9 +40,9 @@ def plot_matrix(matrix: np.ndarray, *, row_labels: Sequence[str], col_labels: Se
                 color = "black" if value > 0.6 * vmax else "white"
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", color=color,
                         fontsize=7 if n_cols > 12 else 8)
-    ax.set_xticks(range(n_cols), labels=list(col_labels), rotation=45 if n_cols > 8 else 0,
+    ax.set_xticks(range(n_cols), labels=_labels(col_labels), rotation=45 if n_cols > 8 else 0,
                   ha="right" if n_cols > 8 else "center")
-    ax.set_yticks(range(n_rows), labels=list(row_labels))
+    ax.set_yticks(range(n_rows), labels=_labels(row_labels))
     if dimmed_cols is not None:
         for j in np.flatnonzero(np.asarray(dimmed_cols)):
             ax.get_xticklabels()[j].set_color("0.6")
@@ -48,11 +51,15 @@ def plot_matrix(matrix: np.ndarray, *, row_labels: Sequence[str], col_labels: Se
     ax.set_title(title)
     fig.tight_layout()
     if path is not None:
-        from .io import atomic_write
-
         with atomic_write(path, "wb") as handle:
             fig.savefig(handle, format="png")
     return fig
+
+
+def _labels(names: Sequence[str]) -> list[str]:
+    # Names are data: control characters escaped, and "$" shown as itself instead of
+    # starting matplotlib's math mode (where a stray backslash is a drawing error).
+    return [display_text(name).replace("$", r"\$") for name in names]
 
 
 def _latent_labels(n: int) -> list[str]:
