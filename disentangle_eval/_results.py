@@ -7,19 +7,22 @@ the same thing).
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import fields
 from typing import ClassVar
 
 import numpy as np
 
-__all__ = ["MetricResult", "json_ready"]
+__all__ = ["MetricResult", "json_ready", "strict_json"]
 
 
 def json_ready(value):
     """``value`` with arrays as nested lists, tuples as lists and numpy scalars as Python.
 
     Non-finite floats become ``None``: the toolkit's JSON is strict (no NaN/Infinity).
+    Paths become strings.
     """
     if isinstance(value, np.ndarray):
         return json_ready(value.tolist())
@@ -34,7 +37,18 @@ def json_ready(value):
     if isinstance(value, (np.floating, float)):
         value = float(value)
         return value if math.isfinite(value) else None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     return value
+
+
+def strict_json(value, *, indent: int | None = 2) -> str:
+    """``value`` as strict JSON text (:func:`json_ready` first; NaN/Infinity never appear).
+
+    Raises ``ValueError`` for a non-finite float that :func:`json_ready` did not reach
+    and ``TypeError`` for a value JSON cannot hold, instead of writing invalid JSON.
+    """
+    return json.dumps(json_ready(value), indent=indent, allow_nan=False)
 
 
 class MetricResult:

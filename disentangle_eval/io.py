@@ -1,36 +1,120 @@
-"""Reading latents/factors files and writing results atomically."""
+"""Reading latents/factors files, and writing results atomically.
+
+Reading never unpickles and never allocates before checking: an array's header (shape x
+itemsize) and, inside an .npz, the member's declared size are compared with the file and
+with the memory available before a byte of data is read.
+
+Writing: :func:`atomic_write` writes one file to a temporary name and renames it into
+place; :func:`staged_output` makes a whole folder of results appear at once (one
+``rename`` of a folder written beside it), so that a reader, a second run or a kill
+never sees a partial or mixed set.
+"""
 from __future__ import annotations
 
-import json
+import ctypes
+import errno
 import os
+import shutil
+import socket
 import tempfile
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Collection, Iterator
 
 import numpy as np
 
-from ._validation import DataError
+from ._results import strict_json
+from ._validation import DataError, require_memory
 
-__all__ = ["load_array", "load_factor_names", "atomic_write", "write_json", "write_npy"]
+__all__ = ["load_array", "load_factor_names", "atomic_write", "write_json", "write_npy",
+           "OutputFolderError", "staged_output"]
 
 # Arrays that describe factors rather than hold data; never picked as "the only array".
 METADATA_KEYS = ("factor_names", "factor_sizes", "latent_names")
 
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_NPY_MAGIC = b"\x93NUMPY"
+_HINT_ROWS = "use fewer rows or a machine with more memory"
 
-def _open(path: Path):
+
+# --------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------
+
+def _read_header(handle, source: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from an .npy header, without reading the data."""
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{source}: not a readable NumPy array ({exc})") from None
+    if dtype.hasobject:
+        raise DataError(f"{source}: holds Python objects (dtype {dtype}), which are never "
+                        "unpickled; save numeric arrays")
+    return shape, dtype
+
+
+def _read_npy(handle, size: int, source: str, role: str) -> np.ndarray:
+    """The array of an .npy stream of ``size`` bytes, checked before it is allocated."""
+    shape, dtype = _read_header(handle, source)
+    n_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    available = size - handle.tell()
+    if n_bytes > available:
+        raise DataError(f"{source}: the header declares {role} of shape {shape} ({dtype}, "
+                        f"{n_bytes} bytes) but only {available} bytes follow; the file is "
+                        "truncated or corrupt")
+    require_memory(n_bytes, f"{source}: {role} of shape {shape} ({dtype})", hint=_HINT_ROWS)
+    handle.seek(0)
+    try:
+        return np.lib.format.read_array(handle, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{source}: {role} cannot be read ({exc})") from None
+
+
+def _magic(path: Path) -> bytes:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a .npz or .npy file")
-    if path.stat().st_size == 0:
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if not magic:
         raise DataError(f"{path}: the file is empty")
+    if not (magic.startswith(_ZIP_MAGIC) or magic == _NPY_MAGIC):
+        raise DataError(f"{path}: not a readable NumPy .npz/.npy file (corrupt, truncated, "
+                        "or another format)")
+    return magic
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
     try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile):
-        # numpy's own messages talk about pickles and zip internals; the user needs less.
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         raise DataError(f"{path}: not a readable NumPy .npz/.npy file (corrupt, truncated, "
                         "or another format)") from None
+
+
+def _npz_members(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    """Array name -> zip member (``name.npy`` is read as ``name``, as numpy does)."""
+    return {(info.filename[:-4] if info.filename.endswith(".npy") else info.filename): info
+            for info in archive.infolist()}
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str,
+                 role: str) -> np.ndarray:
+    try:
+        with archive.open(info) as handle:
+            # The declared size bounds what zipfile will decompress; the header's shape
+            # is checked against it and against memory before the array is allocated.
+            return _read_npy(handle, info.file_size, source, role)
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise DataError(f"{source}: cannot be read ({exc})") from None
 
 
 def load_array(path: str | os.PathLike, role: str, key: str | None = None) -> np.ndarray:
@@ -38,17 +122,27 @@ def load_array(path: str | os.PathLike, role: str, key: str | None = None) -> np
 
     From an .npz: the array under ``key`` if given, else under ``role`` when the file
     holds several arrays, else its only data array. From an .npy: the array itself.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    DataError
+        Unreadable, truncated, pickled or too large for the memory available, a missing
+        key, or not a 2-D array.
     """
     path = Path(path)
-    loaded = _open(path)
-    if isinstance(loaded, np.ndarray):
+    magic = _magic(path)
+    if magic == _NPY_MAGIC:
         if key is not None:
             raise DataError(f"{path}: a .npy file holds a single array; --{role}-key "
                             "applies to .npz files only")
-        array = loaded
+        with open(path, "rb") as handle:
+            array = _read_npy(handle, path.stat().st_size, str(path), role)
     else:
-        with loaded as npz:
-            names = list(npz.files)
+        with _open_zip(path) as archive:
+            members = _npz_members(archive)
+            names = list(members)
             data_names = [n for n in names if n not in METADATA_KEYS]
             if key is not None:
                 chosen = key
@@ -61,14 +155,9 @@ def load_array(path: str | os.PathLike, role: str, key: str | None = None) -> np
             else:
                 raise DataError(f"{path}: no array named '{role}' among {names}; choose one "
                                 f"with --{role}-key")
-            if chosen not in names:
-                raise DataError(f"{path}: no array named '{chosen}' (keys: {names})")
-            try:
-                array = npz[chosen]
-            except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-                raise DataError(f"{path}: array '{chosen}' cannot be read ({exc})") from None
-    if array.dtype == object:
-        raise DataError(f"{path}: {role} has dtype object (ragged or pickled data)")
+            if chosen not in members:
+                raise DataError(f"{path}: no array named {chosen!r} (keys: {names})")
+            array = _read_member(archive, members[chosen], f"{path}: array {chosen!r}", role)
     if array.ndim != 2:
         raise DataError(f"{path}: {role} must be a 2-D array (n_samples, n_columns), "
                         f"got shape {array.shape}")
@@ -76,18 +165,25 @@ def load_array(path: str | os.PathLike, role: str, key: str | None = None) -> np
 
 
 def load_factor_names(*paths: str | os.PathLike, n_factors: int) -> list[str] | None:
-    """``factor_names`` from the first .npz among ``paths`` that has them, else None."""
+    """``factor_names`` from the first .npz among ``paths`` that has them, else None.
+
+    Raises :class:`DataError` when that array cannot be read or does not hold one name
+    per factor.
+    """
     for path in paths:
         path = Path(path)
-        if path.suffix != ".npz":
+        if not path.is_file() or _magic(path) == _NPY_MAGIC:
             continue
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                if "factor_names" not in npz.files:
-                    continue
-                names = [str(n) for n in np.asarray(npz["factor_names"]).reshape(-1)]
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError):
-            continue
+        with _open_zip(path) as archive:
+            members = _npz_members(archive)
+            if "factor_names" not in members:
+                continue
+            array = _read_member(archive, members["factor_names"],
+                                 f"{path}: factor_names", "factor_names")
+        if array.dtype.kind not in "USiu":
+            raise DataError(f"{path}: factor_names must be strings, got dtype {array.dtype}")
+        names = [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n)
+                 for n in array.reshape(-1)]
         if len(names) != n_factors:
             raise DataError(f"{path}: factor_names has {len(names)} entries but factors have "
                             f"{n_factors} columns")
@@ -95,12 +191,35 @@ def load_factor_names(*paths: str | os.PathLike, n_factors: int) -> list[str] | 
     return None
 
 
+# --------------------------------------------------------------------------------------
+# Writing one file
+# --------------------------------------------------------------------------------------
+
+def _umask() -> int:
+    """The process umask, read without changing it (Linux), else by setting it back."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb"):
-    """Write to a temporary file beside ``path`` and rename it into place on success."""
+    """Write to a temporary file beside ``path`` and rename it into place on success.
+
+    The file gets the permissions of any new file (``0o666`` less the umask), not the
+    private ``0o600`` of the temporary file.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -113,11 +232,202 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
+    """``obj`` as strict JSON (no NaN/Infinity: non-finite floats become null)."""
+    text = strict_json(obj)
     with atomic_write(path, "w") as handle:
-        json.dump(obj, handle, indent=2)
-        handle.write("\n")
+        handle.write(text + "\n")
 
 
 def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     with atomic_write(path, "wb") as handle:
-        np.save(handle, array)
+        np.save(handle, array, allow_pickle=False)
+
+
+# --------------------------------------------------------------------------------------
+# Writing a folder of results at once
+# --------------------------------------------------------------------------------------
+
+class OutputFolderError(Exception):
+    """An output folder that cannot receive results: it holds other files, another run
+    filled it meanwhile, or it cannot be written."""
+
+
+def _staging_prefix(dest: Path) -> str:
+    return f".{dest.name}.partial-{socket.gethostname()}-"
+
+
+def _remove_stale_staging(dest: Path) -> None:
+    """Remove staging folders beside ``dest`` left by runs of this host that were killed."""
+    prefix = _staging_prefix(dest)
+    try:
+        entries = list(dest.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(prefix) or not entry.is_dir() or entry.is_symlink():
+            continue
+        try:
+            pid = int(entry.name[len(prefix):].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            if (entry / "old").is_dir() and not os.path.lexists(dest):
+                os.rename(entry / "old", dest)  # killed in the middle of a swap: undo it
+            shutil.rmtree(entry, ignore_errors=True)
+        except (ValueError, PermissionError, OSError):
+            continue  # alive, another user's, or not ours
+
+
+def _check_replaceable(dest: Path, force: bool, replaceable: Collection[str]) -> None:
+    try:
+        entries = sorted(os.listdir(dest))
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        if not dest.exists():
+            return  # a file on the way there: reported when the folder is created
+        raise OutputFolderError(f"{dest}: exists and is not a directory") from None
+    except OSError as exc:
+        raise OutputFolderError(f"{dest}: cannot be read ({exc.strerror})") from None
+    if not entries:
+        return
+    shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+    if not force:
+        raise OutputFolderError(f"{dest}: already holds {shown}; pass --force to replace "
+                                "those results, or choose a new or empty folder")
+    foreign = [e for e in entries if e not in replaceable]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more"
+                                          if len(foreign) > 5 else "")
+        raise OutputFolderError(f"{dest}: holds files that are not results of this command "
+                                f"({shown}); it is never replaced, even with --force; "
+                                "choose a new or empty folder")
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False if the
+    system or the file system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _publish(staging: Path, dest: Path, force: bool, replaceable: Collection[str]) -> None:
+    """Move the complete ``staging`` folder onto ``dest`` in one step."""
+    try:
+        # rename(2) onto a missing or empty folder succeeds and fails on a non-empty one:
+        # of two runs racing for a new folder exactly one wins.
+        os.rename(staging, dest)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise OutputFolderError(f"{dest}: results cannot be moved there "
+                                    f"({exc.strerror})") from None
+        if not force:
+            raise OutputFolderError(f"{dest}: another run wrote results there meanwhile; "
+                                    "nothing was written (pass --force to replace them)") \
+                from None
+        _check_replaceable(dest, force, replaceable)
+        try:
+            _swap_in(staging, dest)
+        except OSError as exc:
+            raise OutputFolderError(f"{dest}: results cannot be moved there "
+                                    f"({exc.strerror})") from None
+    _fsync_dir(dest.parent)
+
+
+def _swap_in(staging: Path, dest: Path) -> None:
+    """Replace the non-empty folder ``dest`` by ``staging``; the old one is deleted."""
+    if _exchange(staging, dest):
+        shutil.rmtree(staging, ignore_errors=True)  # now holds the replaced results
+        return
+    # No atomic swap on this system: move the old set aside first (a kill in between
+    # leaves it, whole, in a staging folder beside dest, which a later run removes).
+    aside = Path(tempfile.mkdtemp(prefix=_staging_prefix(dest) + f"{os.getpid()}-",
+                                  dir=dest.parent))
+    os.rename(dest, aside / "old")
+    try:
+        os.rename(staging, dest)
+    except OSError:
+        os.rename(aside / "old", dest)
+        shutil.rmtree(aside, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+@contextmanager
+def staged_output(dest: str | os.PathLike, *, force: bool = False,
+                  replaceable: Collection[str] = ()) -> Iterator[Path]:
+    """A temporary folder beside ``dest`` that replaces ``dest`` in one step on success.
+
+    Checked on entry, before any work: ``dest`` must be missing or empty, or (with
+    ``force``) hold only files named in ``replaceable``; its parent must be writable (the
+    staging folder is created there, with the umask's permissions). On a normal exit the
+    staging folder becomes ``dest`` with one ``rename``; on an exception (Ctrl-C
+    included) it is removed and ``dest`` is as it was. Staging folders of killed runs of
+    this host are removed on entry.
+
+    Raises
+    ------
+    OutputFolderError
+        ``dest`` cannot receive the results (see above), on entry or, when another run
+        filled it meanwhile, on exit.
+    """
+    dest = Path(os.path.realpath(dest))
+    cwd = Path(os.path.realpath(os.getcwd()))
+    if dest == cwd or dest in cwd.parents:
+        raise OutputFolderError(f"{dest}: is the current folder or one above it; results "
+                                "go to a folder of their own")
+    _check_replaceable(dest, force, replaceable)
+    created = [p for p in [dest.parent, *dest.parent.parents] if not p.exists()]
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(dest)
+        staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(dest) + f"{os.getpid()}-",
+                                        dir=dest.parent))
+    except OSError as exc:
+        for folder in created:
+            _rmdir_quietly(folder)
+        why = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else exc
+        raise OutputFolderError(f"{dest}: cannot write there ({why})") from None
+    try:
+        mode = (dest.stat().st_mode & 0o7777) if dest.is_dir() else 0o777 & ~_umask()
+        os.chmod(staging, mode)
+        yield staging
+        _publish(staging, dest, force, replaceable)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:
+            _rmdir_quietly(folder)
+        raise
+
+
+def _rmdir_quietly(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
