@@ -1,17 +1,29 @@
 """``disentangle-eval``: score latents from any encoder against ground-truth factors.
 
 Exit codes: 0 success, 1 bad data (the files cannot be scored), 2 bad usage (options,
-missing files, an output that exists without ``--force``).
+missing files, an output folder that exists without ``--force``), 130 interrupted.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
 
 from ._errors import BadData, Group
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
+MAX_SEED = 2**32 - 1  # scikit-learn's random_state range, the narrowest of the backends
+_MAX_MESSAGE = 2000
+
+
+class OutputInUse(BadData):
+    """An --out folder that cannot take the results: one line on stderr, exit code 2."""
+
+    exit_code = 2
 
 
 def _parse_metrics(_ctx, _param, value: str) -> tuple[str, ...]:
@@ -36,6 +48,13 @@ def main() -> None:
 
     Exit codes: 0 success, 1 bad data, 2 bad usage.
     """
+
+
+def _finite(_ctx, _param, value: float) -> float:
+    # click's FloatRange lets NaN through (every comparison with NaN is false).
+    if not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, got {value}")
+    return value
 
 
 @main.command()
@@ -64,17 +83,20 @@ def main() -> None:
               type=click.Choice(["random", "contiguous"]),
               help="DCI train/test split: seeded permutation, or the first rows train "
                    "(the reference convention).")
-@click.option("--train-fraction", default=0.9, show_default=True,
+@click.option("--train-fraction", default=0.9, show_default=True, callback=_finite,
               type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="DCI share of rows used for training.")
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cpu", "cuda"]), help="Where to compute.")
-@click.option("--seed", default=0, show_default=True, type=int,
-              help="Seed of every random step (MI jitter, DCI split).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, MAX_SEED),
+              help="Seed of every random step (MI jitter, DCI split); 0 to 2**32-1, the "
+                   "range every metric and backend accepts.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Also write metrics.json, matrices (.npy) and heatmaps (.png) here.")
-@click.option("--force", is_flag=True, help="Overwrite existing files in --out.")
+              help="Also write metrics.json, matrices (.npy) and heatmaps (.png) into this "
+                   "new or empty folder; all appear at once.")
+@click.option("--force", is_flag=True,
+              help="Replace an --out folder that holds earlier results of this command.")
 def score(latents_path, factors_path, latents_key, factors_key, metrics, discrete, n_neighbors,
           active_rule, dci_predictor, dci_backend, split, train_fraction, device, seed, as_json,
           out_dir, force):
@@ -88,115 +110,132 @@ def score(latents_path, factors_path, latents_key, factors_key, metrics, discret
 
     An .npz holding several arrays is read under the keys 'latents' and 'factors'
     (override with --latents-key/--factors-key); factor names come from 'factor_names'.
-    Exit codes: 0 success, 1 bad data, 2 bad usage.
+    --out writes into a folder beside DIR and renames it onto DIR when everything is
+    written, so DIR holds either the previous results or the complete new set.
+    Exit codes: 0 success, 1 bad data, 2 bad usage, 130 interrupted (Ctrl-C).
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    out_files = _planned_outputs(metrics)
-    if out_dir is not None:
-        _check_out_dir(Path(out_dir), out_files, force)
+    options = {"latents_key": latents_key, "factors_key": factors_key,
+               "metrics": metrics, "discrete": discrete, "n_neighbors": n_neighbors,
+               "active": active_rule, "predictor": dci_predictor, "backend": dci_backend,
+               "split": split, "train_fraction": train_fraction, "seed": seed}
+    try:
+        _score(latents_path, factors_path, options, device, as_json, out_dir, force)
+    except KeyboardInterrupt:
+        if sys.stderr.isatty():
+            click.echo(err=True)  # end the line of the progress bar or of ^C
+        click.echo("error: interrupted; nothing was written", err=True)
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
 
-    import json
-    import warnings
 
-    import numpy as np
-    import torch
-
-    from disentangle_eval import DataError
-    from disentangle_eval._registry import METRICS, run_metric
-    from disentangle_eval._validation import check_inputs, resolve_device
-    from disentangle_eval.environment import environment_info
-    from disentangle_eval.io import load_array, load_factor_names
+def _score(latents_path, factors_path, options, device, as_json, out_dir, force) -> None:
+    from disentangle_eval._results import strict_json
+    from disentangle_eval._validation import display_text, resolve_device
+    from disentangle_eval.io import OutputFolderError, staged_output
 
     try:
         device_obj = resolve_device(device)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-
+    staging_area = (nullcontext(None) if out_dir is None
+                    else staged_output(out_dir, force=force, replaceable=_result_files()))
     try:
-        latents = load_array(latents_path, "latents", latents_key)
-        factors = load_array(factors_path, "factors", factors_key)
-        factor_names = load_factor_names(factors_path, latents_path, n_factors=factors.shape[1])
-        # Checked once here; every metric gets the same checked inputs.
-        inputs = check_inputs(latents, factors, discrete=discrete, device=device_obj,
-                              factor_names=factor_names, nonnegative_factors=True)
+        with staging_area as staging:  # an unusable --out fails here, before any work
+            report, results, names = _compute(latents_path, factors_path, options, device_obj)
+            if staging is not None:
+                _write_outputs(staging, report, results, names)
+    except OutputFolderError as exc:
+        raise OutputInUse(display_text(f"--out {exc}", _MAX_MESSAGE)) from None
     except FileNotFoundError as exc:
-        raise click.UsageError(str(exc)) from None
-    except DataError as exc:
-        raise BadData(str(exc)) from None
-    factor_names = factor_names or [f"factor_{i}" for i in range(factors.shape[1])]
-
-    is_discrete = inputs.discrete
-    report = {
-        "inputs": {"latents": str(latents_path), "factors": str(factors_path),
-                   "n_samples": int(latents.shape[0]), "n_latents": int(latents.shape[1]),
-                   "n_factors": int(factors.shape[1]), "factor_names": factor_names,
-                   "latents_discrete": is_discrete},
-        "settings": {"metrics": list(metrics), "seed": seed, "device": str(device_obj)},
-    }
-    shared = {"n_neighbors": n_neighbors, "active": active_rule, "predictor": dci_predictor,
-              "backend": dci_backend, "split": split, "train_fraction": train_fraction,
-              "seed": seed, "device": device_obj, "progress": True,
-              "factor_names": factor_names}
-    results = {}
-    caught: list[str] = []
-    try:
-        with warnings.catch_warnings(record=True) as recorded:
-            warnings.simplefilter("always")
-            for name in metrics:
-                spec = METRICS[name]
-                results[name] = run_metric(spec, inputs, shared)
-                report["settings"][name] = spec.settings(shared)
-        caught = sorted({str(w.message) for w in recorded
-                         if not issubclass(w.category, (DeprecationWarning, FutureWarning))})
+        raise click.UsageError(display_text(exc, _MAX_MESSAGE)) from None
     except ValueError as exc:  # DataError and the metrics' own checks on the data
-        raise BadData(str(exc)) from None
-
-    for name, result in results.items():
-        report[name] = result.to_dict()
-    report["warnings"] = caught
-    report["environment"] = environment_info(device_obj)
+        raise BadData(display_text(exc, _MAX_MESSAGE)) from None
 
     if out_dir is not None:
-        _write_outputs(Path(out_dir), report, results, factor_names)
-        report["outputs"] = {name: str(Path(out_dir) / name) for name in out_files}
-
+        folder = Path(out_dir)
+        report["outputs"] = {name: str(folder / name)
+                             for name in ["metrics.json", *_planned_outputs(options["metrics"])]}
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(strict_json(report))
     else:
-        click.echo(_format_tables(report, results, factor_names))
+        click.echo(_format_tables(report, results, names))
     notes = set(report.get("infomec", {}).get("notes", []))
-    for message in caught:
+    for message in report["warnings"]:
         if as_json or message not in notes:  # notes are already part of the table
-            click.echo(f"warning: {message}", err=True)
+            click.echo(f"warning: {display_text(message, _MAX_MESSAGE)}", err=True)
+
+
+def _compute(latents_path, factors_path, options, device) -> tuple[dict, dict, list[str]]:
+    """Load, check once, run every chosen metric through the registry; build the report.
+
+    Returns the report, the results by metric name and the factor names for display
+    (control characters escaped; the report keeps the names as given).
+    """
+    import warnings
+
+    from disentangle_eval._registry import METRICS, SETTING_NAMES, run_metric
+    from disentangle_eval._validation import check_inputs, display_text
+    from disentangle_eval.environment import environment_info
+    from disentangle_eval.io import load_array, load_factor_names
+
+    latents = load_array(latents_path, "latents", options["latents_key"])
+    factors = load_array(factors_path, "factors", options["factors_key"])
+    given_names = load_factor_names(factors_path, latents_path, n_factors=factors.shape[1])
+    inputs = check_inputs(latents, factors, discrete=options["discrete"], device=device,
+                          factor_names=given_names, nonnegative_factors=True)
+    factor_names = given_names or [f"factor_{i}" for i in range(inputs.n_factors)]
+    shown_names = [display_text(name) for name in factor_names]
+
+    metrics, seed = options["metrics"], options["seed"]
+    report = {
+        "inputs": {"latents": str(latents_path), "factors": str(factors_path),
+                   "n_samples": inputs.n_samples, "n_latents": inputs.n_latents,
+                   "n_factors": inputs.n_factors, "factor_names": factor_names,
+                   "latents_discrete": inputs.discrete},
+        "settings": {"metrics": list(metrics), "seed": seed, "device": str(device)},
+    }
+    shared = {**{k: v for k, v in options.items() if k in SETTING_NAMES}, "device": device,
+              "progress": True, "factor_names": shown_names}
+    results = {}
+    with warnings.catch_warnings(record=True) as recorded:
+        warnings.simplefilter("always")
+        for name in metrics:
+            spec = METRICS[name]
+            results[name] = run_metric(spec, inputs, shared)
+            report["settings"][name] = spec.settings(shared)
+    for name, result in results.items():
+        report[name] = result.to_dict()
+    report["warnings"] = sorted({str(w.message) for w in recorded if not issubclass(
+        w.category, (DeprecationWarning, FutureWarning))})
+    report["environment"] = environment_info(device)
+    return report, results, shown_names
 
 
 def _planned_outputs(metrics) -> list[str]:
+    """Files a run of ``metrics`` writes besides metrics.json."""
     from disentangle_eval._registry import METRICS
 
-    return ["metrics.json"] + [f for name in metrics for f in METRICS[name].output_files()]
+    return [f for name in metrics for f in METRICS[name].output_files()]
 
 
-def _check_out_dir(out_dir: Path, files: list[str], force: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise click.UsageError(f"--out {out_dir}: exists and is not a directory")
-    existing = [name for name in files if (out_dir / name).exists()]
-    if existing and not force:
-        raise click.UsageError(f"--out {out_dir}: {', '.join(existing)} already exist; "
-                               "pass --force to overwrite or choose another directory")
+def _result_files() -> set[str]:
+    """Every file name a score run can write: what --force may replace."""
+    from disentangle_eval._registry import METRICS
+
+    return {"metrics.json", *_planned_outputs(METRICS)}
 
 
-def _write_outputs(out_dir: Path, report: dict, results: dict, factor_names) -> None:
+def _write_outputs(folder: Path, report: dict, results: dict, factor_names) -> None:
     from disentangle_eval._registry import METRICS
     from disentangle_eval.io import write_json, write_npy
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     for name, result in results.items():
         spec = METRICS[name]
         for matrix in spec.matrices:
-            write_npy(out_dir / f"{matrix}.npy", getattr(result, matrix))
+            write_npy(folder / f"{matrix}.npy", getattr(result, matrix))
         if spec.heatmap is not None:
-            spec.heatmap(result, factor_names, out_dir / spec.heatmap_file)
-    write_json(out_dir / "metrics.json", report)
+            spec.heatmap(result, factor_names, folder / spec.heatmap_file)
+    write_json(folder / "metrics.json", report)
 
 
 def _format_tables(report: dict, results: dict, factor_names) -> str:

@@ -1,8 +1,10 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +108,7 @@ def test_out_dir_writes_and_never_overwrites(small, tmp_path):
     before = (out / "metrics.json").read_bytes()
     again = score(path, "--factors", path, "--metrics", "infomec", "--out", out, "--seed", "5")
     assert again.exit_code == 2
-    assert "already exist" in again.output and "--force" in again.output
+    assert "already holds metrics.json" in again.output and "--force" in again.output
     assert (out / "metrics.json").read_bytes() == before
     forced = score(path, "--factors", path, "--metrics", "infomec", "--out", out, "--seed", "5",
                    "--force")
@@ -157,7 +159,7 @@ def test_bad_files_exit_1(tmp_path):
     np.save(ragged, np.array([[1.0, 2.0], [3.0]], dtype=object), allow_pickle=True)
     several = _write(tmp_path, "several.npz", a=GOOD_Z, b=GOOD_Z)
     cases = [(empty, "empty"), (text, "not a readable NumPy"), (truncated, "not a readable NumPy"),
-             (ragged, "not a readable NumPy"), (several, "choose one with --latents-key")]
+             (ragged, "never unpickled"), (several, "choose one with --latents-key")]
     for path, message in cases:
         result = score(path, "--factors", good, "--metrics", "infomec")
         assert result.exit_code == 1, (path, result.output)
@@ -248,3 +250,274 @@ def test_environment_versions_match_the_imported_packages():
     info = environment_info("cpu")
     assert (info["scipy"], info["scikit_learn"]) == (scipy.__version__, sklearn.__version__)
     assert info["device"] == "cpu"
+
+
+# --------------------------------------------------------------------------------------
+# Strict JSON, option ranges, names shown safely
+# --------------------------------------------------------------------------------------
+
+def _strict_loads(text):
+    def refuse(constant):
+        raise AssertionError(f"non-strict JSON constant {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_output_is_strict_when_a_score_is_nan(small, tmp_path, monkeypatch):
+    import dataclasses
+
+    from disentangle_eval import _registry
+
+    spec = _registry.METRICS["infomec"]
+
+    def nan_infom(inputs, **options):
+        return dataclasses.replace(spec.compute(inputs, **options), infom=float("nan"))
+
+    monkeypatch.setitem(_registry.METRICS, "infomec", dataclasses.replace(spec, compute=nan_infom))
+    path, _, _ = small
+    out = tmp_path / "res"
+    result = score(path, "--factors", path, "--metrics", "infomec", "--json", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert _strict_loads(result.stdout)["infomec"]["infom"] is None
+    assert _strict_loads((out / "metrics.json").read_text())["infomec"]["infom"] is None
+
+
+def test_strict_json_helpers_never_write_nan(tmp_path):
+    from disentangle_eval._results import strict_json
+    from disentangle_eval.io import write_json
+
+    write_json(tmp_path / "a.json", {"x": np.float32("nan"), "y": [np.inf, 1.0],
+                                     "z": np.array([-np.inf])})
+    assert _strict_loads((tmp_path / "a.json").read_text()) == {"x": None, "y": [None, 1.0],
+                                                                "z": [None]}
+    with pytest.raises(TypeError):
+        strict_json({"x": [object()]})
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--seed", "-1"), "'--seed': -1 is not in the range 0<=x<=4294967295"),
+    (("--seed", str(2**64)), "'--seed': 18446744073709551616 is not in the range"),
+    (("--train-fraction", "nan"), "'--train-fraction': must be a finite number, got nan"),
+])
+@pytest.mark.parametrize("metric", ["dci", "infomec"])
+def test_seed_and_fraction_ranges_are_usage_errors_for_every_metric(small, metric, args, message):
+    path, _, _ = small
+    result = score(path, "--factors", path, "--metrics", metric, *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_largest_seed_is_accepted_by_every_metric(small):
+    path, _, _ = small
+    result = score(path, "--factors", path, "--metrics", "dci,infomec", "--json",
+                   "--dci-predictor", "logistic", "--seed", str(2**32 - 1))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["settings"]["seed"] == 2**32 - 1
+
+
+HOSTILE_NAMES = np.array(["red\x1b[31m\x1b]0;pwned\x07", "two\nlines", "$\\frac{$", "ok"])
+
+
+def test_factor_names_are_shown_escaped(tmp_path):
+    rng = np.random.default_rng(2)
+    factors = rng.integers(0, 3, size=(300, 4))
+    latents = factors + 0.1 * rng.standard_normal(factors.shape)
+    path = _write(tmp_path, "names.npz", latents=latents, factors=factors,
+                  factor_names=HOSTILE_NAMES)
+    out = tmp_path / "res"
+    result = score(path, "--factors", path, "--metrics", "dci,infomec", "--dci-predictor",
+                   "logistic", "--split", "contiguous", "--train-fraction", "0.5", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert "red\\x1b[31m\\x1b]0;pwned\\x07" in result.stdout
+    assert "two\\nlines" in result.stdout
+    # The report keeps the names as given (JSON escapes them); the heatmaps were drawn.
+    assert json.loads((out / "metrics.json").read_text())["inputs"]["factor_names"] == \
+        list(HOSTILE_NAMES)
+    assert (out / "importance.png").exists() and (out / "nmi.png").exists()
+
+    constant = _write(tmp_path, "constant.npz", latents=latents,
+                      factors=np.c_[factors[:, :3], np.zeros(300, int)],
+                      factor_names=np.array(["a", "b", "c", "bad\x1b[2J\nname"]))
+    result = score(constant, "--factors", constant, "--metrics", "infomec")
+    assert result.exit_code == 1
+    assert result.output == ("error: factor 'bad\\x1b[2J\\nname' (column 3) has a single value "
+                             "(0); a constant factor carries no information and cannot be "
+                             "scored\n")
+
+
+def test_wrong_number_of_factor_names_is_bad_data(tmp_path):
+    path = _write(tmp_path, "n.npz", latents=GOOD_Z, factors=GOOD_Y,
+                  factor_names=np.array(["a", "b", "c"]))
+    result = score(path, "--factors", path, "--metrics", "infomec")
+    assert result.exit_code == 1
+    assert "factor_names has 3 entries but factors have 2 columns" in result.output
+
+
+# --------------------------------------------------------------------------------------
+# --out: all files at once, never mixed, never overwritten without --force
+# --------------------------------------------------------------------------------------
+
+def _staging_dirs(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if ".partial-" in p.name]
+
+
+def test_out_refuses_foreign_files_even_with_force(small, tmp_path):
+    path, _, _ = small
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    for extra in ((), ("--force",)):
+        result = score(path, "--factors", path, "--metrics", "infomec", "--out", out, *extra)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: --out ") and "notes.txt" in result.output
+        assert len(result.output.splitlines()) == 1
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert _staging_dirs(tmp_path) == []
+
+
+def test_out_is_not_the_current_folder(small, tmp_path, monkeypatch):
+    path, _, _ = small
+    monkeypatch.chdir(tmp_path)
+    result = score(path, "--factors", path, "--metrics", "infomec", "--out", ".", "--force")
+    assert result.exit_code == 2 and "current folder" in result.output
+
+
+def test_out_replaces_an_empty_folder_and_keeps_its_permissions(small, tmp_path):
+    path, _, _ = small
+    out = tmp_path / "res"
+    out.mkdir(mode=0o750)
+    os.chmod(out, 0o750)
+    assert score(path, "--factors", path, "--metrics", "infomec", "--out", out).exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "nmi.npy", "nmi.png"]
+    assert out.stat().st_mode & 0o777 == 0o750
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o007])
+def test_out_files_get_the_umask(small, tmp_path, umask):
+    path, _, _ = small
+    out = tmp_path / "res"
+    old = os.umask(umask)
+    try:
+        result = score(path, "--factors", path, "--metrics", "infomec", "--out", out)
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask
+    for name in ("metrics.json", "nmi.npy", "nmi.png"):
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_unusable_out_is_reported_before_computing(small, tmp_path, monkeypatch):
+    from disentangle_eval import _registry
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("computed before checking --out")
+
+    monkeypatch.setattr(_registry, "run_metric", never)
+    path, _, _ = small
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = score(path, "--factors", path, "--metrics", "infomec", "--out", blocker / "res")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: --out ") and "cannot write there" in result.output
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        try:
+            result = score(path, "--factors", path, "--metrics", "infomec", "--out",
+                           locked / "res")
+        finally:
+            locked.chmod(0o700)
+        assert result.exit_code == 2 and "Permission denied" in result.output
+
+
+def _score_cmd(path, *args):
+    return [sys.executable, "-m", "disentangle_eval.cli.main", "score", str(path), "--factors",
+            str(path), "--metrics", "infomec", "--device", "cpu", *map(str, args)]
+
+
+def test_two_runs_racing_for_one_out_folder(small, tmp_path):
+    path, _, _ = small
+    out = tmp_path / "res"
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    runs = [subprocess.Popen(_score_cmd(path, "--out", out, "--seed", seed), env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for seed in (1, 2)]
+    outcomes = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in runs]
+    codes = [code for code, _, _ in outcomes]
+    assert sorted(codes) == [0, 2], outcomes
+    winner = codes.index(0)
+    _, _, loser_err = outcomes[1 - winner]
+    assert loser_err.startswith("error: --out ") and len(loser_err.splitlines()) == 1
+    assert "Traceback" not in loser_err
+    # The folder holds one complete set, all of the winner's.
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"]["seed"] == (1, 2)[winner]
+    np.testing.assert_array_equal(np.load(out / "nmi.npy"), np.array(metrics["infomec"]["nmi"]))
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "nmi.npy", "nmi.png"]
+    assert _staging_dirs(tmp_path) == []
+
+
+KILL_WHILE_WRITING = """
+import os, signal, sys
+import disentangle_eval.io as io
+real = io.write_npy
+def write_then_die(path, array):
+    real(path, array)
+    os.kill(os.getpid(), signal.SIGKILL)
+io.write_npy = write_then_die
+from disentangle_eval.cli.main import main
+main(sys.argv[1:])
+"""
+
+
+def test_run_killed_while_writing_leaves_the_previous_results(small, tmp_path):
+    path, _, _ = small
+    out = tmp_path / "res"
+    assert score(path, "--factors", path, "--metrics", "infomec", "--out", out,
+                 "--seed", "1").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    killed = subprocess.run([sys.executable, "-c", KILL_WHILE_WRITING,
+                             *_score_cmd(path, "--out", out, "--seed", "2", "--force")[3:]],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # The killed run's staging folder is left beside the results...
+    assert len(_staging_dirs(tmp_path)) == 1
+    # ...and the next run neither trips on it nor leaves it behind.
+    again = score(path, "--factors", path, "--metrics", "infomec", "--out", out, "--seed", "3",
+                  "--force")
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "metrics.json").read_text())["settings"]["seed"] == 3
+    assert _staging_dirs(tmp_path) == []
+
+
+def test_ctrl_c_exits_130_promptly_and_writes_nothing(tmp_path):
+    rng = np.random.default_rng(0)
+    factors = rng.integers(0, 10, size=(50_000, 4))
+    latents = np.c_[factors, rng.standard_normal((50_000, 6))] + 0.3 * rng.standard_normal(
+        (50_000, 10))
+    path = _write(tmp_path, "big.npz", latents=latents, factors=factors)
+    out = tmp_path / "res"
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    proc = subprocess.Popen(_score_cmd(path, "--out", out), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _staging_dirs(tmp_path):  # the staging folder exists: scoring starts
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        time.sleep(1.0)
+        assert proc.poll() is None, "finished before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        stdout, stderr = proc.communicate(timeout=60)
+        waited = time.monotonic() - sent
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert stderr == "error: interrupted; nothing was written\n"
+    assert stdout == ""
+    assert waited < 10, waited
+    assert not out.exists() and _staging_dirs(tmp_path) == []
