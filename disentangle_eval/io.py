@@ -82,6 +82,9 @@ def _magic(path: Path) -> bytes:
         raise FileNotFoundError(f"{path}: no such file")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a .npz or .npy file")
+    if not path.is_file():
+        raise DataError(f"{path}: is not a regular file (a device, pipe or socket), expected "
+                        "a .npz or .npy file")
     with open(path, "rb") as handle:
         magic = handle.read(6)
     if not magic:

@@ -161,6 +161,11 @@ def test_npz_member_that_is_not_an_array(tmp_path):
         load_array(path, "latents")
 
 
+def test_device_files_are_not_read():
+    with pytest.raises(DataError, match="/dev/zero: is not a regular file"):
+        load_array("/dev/zero", "latents")
+
+
 def test_factor_names_of_the_wrong_type_in_a_file(tmp_path):
     path = tmp_path / "names.npz"
     np.savez(path, latents=LATENTS, factors=FACTORS, factor_names=np.array([0.5, 1.5]))
