@@ -29,10 +29,13 @@ class OutputInUse(BadData):
 def _parse_metrics(_ctx, _param, value: str) -> tuple[str, ...]:
     from disentangle_eval._registry import METRICS
 
-    chosen = tuple(dict.fromkeys(m.strip().lower() for m in value.split(",") if m.strip()))
+    names = [m.strip().lower() for m in value.split(",") if m.strip()]
+    # "all" stands for every registered metric, in the registry's order.
+    chosen = tuple(dict.fromkeys(m for name in names
+                                 for m in (METRICS if name == "all" else (name,))))
     unknown = [m for m in chosen if m not in METRICS]
     if unknown or not chosen:
-        raise click.BadParameter(f"choose from {', '.join(METRICS)} (comma-separated), "
+        raise click.BadParameter(f"choose from {', '.join(METRICS)} or all (comma-separated), "
                                  f"got {value!r}")
     return chosen
 
@@ -65,7 +68,9 @@ def _finite(_ctx, _param, value: float) -> float:
 @click.option("--latents-key", default=None, help="Array name in the latents .npz.")
 @click.option("--factors-key", default=None, help="Array name in the factors .npz.")
 @click.option("--metrics", "metrics", default="dci,infomec", show_default=True,
-              callback=_parse_metrics, help="Comma-separated subset of: dci, infomec.")
+              callback=_parse_metrics,
+              help="Comma-separated subset of: dci, infomec, mig, sap, modularity, irs; "
+                   "or all.")
 @click.option("--discrete/--continuous", "discrete", default=None,
               help="Treat latents as discrete codes or continuous values "
                    "[default: integer dtype -> discrete, float -> continuous].")
@@ -246,15 +251,14 @@ def _format_tables(report: dict, results: dict, factor_names) -> str:
     lines = [f"{inputs['n_samples']} samples, {inputs['n_latents']} latents "
              f"({'discrete' if inputs['latents_discrete'] else 'continuous'}), "
              f"{inputs['n_factors']} factors; device {report['settings']['device']}"]
-    summary = []
-    if "dci" in results:
-        r = results["dci"]
-        summary += [("DCI disentanglement", r.disentanglement), ("DCI completeness", r.completeness),
-                    ("DCI informativeness (train)", r.informativeness_train),
-                    ("DCI informativeness (test)", r.informativeness_test)]
-    if "infomec" in results:
-        r = results["infomec"]
-        summary += [("InfoM", r.infom), ("InfoE", r.infoe), ("InfoC", r.infoc)]
+    labels = {"disentanglement": "DCI disentanglement", "completeness": "DCI completeness",
+              "informativeness_train": "DCI informativeness (train)",
+              "informativeness_test": "DCI informativeness (test)", "infom": "InfoM",
+              "infoe": "InfoE", "infoc": "InfoC", "mig": "MIG", "sap": "SAP",
+              "modularity": "Modularity", "explicitness_train": "Explicitness (train)",
+              "explicitness_test": "Explicitness (test)", "irs": "IRS"}
+    summary = [(labels.get(key, f"{name} {key}"), value) for name, result in results.items()
+               for key, value in result.headline().items()]
     width = max(len(name) for name, _ in summary)
     lines += [""] + [f"{name:<{width}}  {value:.4f}" for name, value in summary]
     latent_names = [f"z{j}" for j in range(inputs["n_latents"])]

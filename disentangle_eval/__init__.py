@@ -9,6 +9,10 @@ from ._dci import (DCIResult, completeness, completeness_per_factor, dci, disent
                    disentanglement_per_code)
 from ._infomec import (InfoMECResult, active_latents, infomec, modularity_compactness,
                        normalized_mutual_information, predictive_information)
+from ._irs import IRSResult, irs
+from ._mig import MIGResult, mig
+from ._modularity import ModularityExplicitnessResult, modularity_explicitness
+from ._sap import SAPResult, sap
 from ._validation import DataError
 
 __version__ = "0.1.0"
@@ -16,4 +20,6 @@ __version__ = "0.1.0"
 __all__ = ["DataError", "DCIResult", "InfoMECResult", "active_latents", "completeness",
            "completeness_per_factor", "dci", "disentanglement", "disentanglement_per_code",
            "infomec", "modularity_compactness", "normalized_mutual_information",
-           "predictive_information", "__version__"]
+           "predictive_information", "__version__",
+           "MIGResult", "mig", "SAPResult", "sap", "ModularityExplicitnessResult",
+           "modularity_explicitness", "IRSResult", "irs"]

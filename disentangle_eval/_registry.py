@@ -11,9 +11,13 @@ from typing import Callable
 
 from ._dci import dci_from_inputs
 from ._infomec import infomec_from_inputs
+from ._irs import irs_from_inputs
+from ._mig import mig_from_inputs
+from ._modularity import modularity_explicitness_from_inputs
 from ._results import MetricResult
+from ._sap import sap_from_inputs
 from ._validation import ScoringInputs
-from .plotting import plot_importance, plot_nmi
+from .plotting import plot_importance, plot_matrix, plot_nmi
 
 __all__ = ["MetricSpec", "METRICS", "DEFAULT_METRICS", "SETTING_NAMES", "run_metric"]
 
@@ -78,6 +82,17 @@ def _importance_heatmap(result, factor_names, path):
                                  f"C {result.completeness:.2f})")
 
 
+def _mutual_information_heatmap(result, factor_names, path):
+    mi = result.mutual_information
+    names = list(factor_names) if factor_names is not None else [f"s{j}" for j in range(mi.shape[1])]
+    return plot_matrix(mi, row_labels=[f"z{i}" for i in range(mi.shape[0])], col_labels=names,
+                       title="Binned mutual information (nats)", row_title="latent",
+                       col_title="factor", path=path)
+
+
+# MIG and Modularity share the binned MI matrix (the same rows and bins): either writes it.
+_SPLIT_OPTIONS = ("split", "train_fraction", "seed", "factor_names")
+
 METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
     MetricSpec("dci", dci_from_inputs, options=("predictor", "backend", "split", "train_fraction",
                                                 "seed", "device", "progress", "factor_names"),
@@ -85,5 +100,13 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
                heatmap_file="importance.png"),
     MetricSpec("infomec", infomec_from_inputs, options=("n_neighbors", "active", "seed"),
                matrices=("nmi",), heatmap=_nmi_heatmap, heatmap_file="nmi.png"),
+    MetricSpec("mig", mig_from_inputs, options=_SPLIT_OPTIONS,
+               matrices=("mutual_information",), heatmap=_mutual_information_heatmap,
+               heatmap_file="mutual_information.png"),
+    MetricSpec("sap", sap_from_inputs, options=_SPLIT_OPTIONS, matrices=("score_matrix",)),
+    MetricSpec("modularity", modularity_explicitness_from_inputs, options=_SPLIT_OPTIONS,
+               matrices=("mutual_information", "explicitness_per_factor"),
+               heatmap=_mutual_information_heatmap, heatmap_file="mutual_information.png"),
+    MetricSpec("irs", irs_from_inputs, options=_SPLIT_OPTIONS, matrices=("irs_matrix",)),
 )}
 DEFAULT_METRICS = ("dci", "infomec")
