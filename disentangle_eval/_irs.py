@@ -24,7 +24,8 @@ from ._results import MetricResult
 from ._split import check_split_options, split_rows
 from ._validation import ScoringInputs, check_inputs
 
-__all__ = ["IRSResult", "irs", "irs_from_inputs", "group_quantile_deviation"]
+__all__ = ["IRSResult", "irs", "irs_from_inputs", "group_quantile_deviation",
+           "reference_irs_matrix"]
 
 # Bytes of float64/int64 scratch the per-factor deviations may take at once.
 _MEMORY_BUDGET = 256 * 2**20
@@ -273,3 +274,25 @@ def irs_from_inputs(inputs: ScoringInputs, *, diff_quantile: float = 0.99, n_bin
                      n_bins=int(n_bins), split=split, train_fraction=train_fraction,
                      seed=int(seed), n_train=len(train_rows), device=str(inputs.device),
                      notes=notes)
+
+
+def reference_irs_matrix(latents: np.ndarray, factors: np.ndarray, *, diff_quantile: float = 0.99,
+                         n_bins: int = 20) -> np.ndarray:
+    """IRS matrix (active latents x factors) computed the plain way, group by group.
+
+    The slow reference of :func:`irs` (tests and benchmarks compare the two): factors cut
+    by ``np.histogram``/``np.digitize``, constant latents dropped, and for every factor
+    and bin a boolean mask, a mean and ``np.quantile``.
+    """
+    z = np.asarray(latents, dtype=np.float64)
+    z = z[:, z.max(axis=0) > z.min(axis=0)]
+    matrix = np.zeros((z.shape[1], factors.shape[1]))
+    for j, y in enumerate(factors.T):
+        binned = np.digitize(y, np.histogram(y, n_bins)[1][:-1])
+        values = np.unique(binned)
+        for value in values:
+            group = z[binned == value]
+            matrix[:, j] += np.quantile(np.abs(group - group.mean(axis=0)), diff_quantile,
+                                        axis=0)
+        matrix[:, j] /= len(values)
+    return 1.0 - matrix / np.abs(z - z.mean(axis=0)).max(axis=0)[:, None]

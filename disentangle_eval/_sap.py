@@ -25,7 +25,8 @@ from ._results import MetricResult
 from ._split import check_split_options, require_two_classes, split_rows, split_warnings
 from ._validation import ScoringInputs, check_inputs
 
-__all__ = ["SAPResult", "sap", "sap_from_inputs", "fit_linear_svc_1d"]
+__all__ = ["SAPResult", "sap", "sap_from_inputs", "fit_linear_svc_1d",
+           "reference_score_matrix"]
 
 # Bytes of float64/int64 scratch the prefix sums of one chunk of latents may take.
 _MEMORY_BUDGET = 256 * 2**20
@@ -420,3 +421,22 @@ def sap_from_inputs(inputs: ScoringInputs, *, C: float = 0.01, split: str = "ran
                      split=split, train_fraction=train_fraction, seed=int(seed),
                      n_train=len(train_rows), n_test=len(test_rows), device=str(device),
                      notes=notes, warnings=tuple(messages))
+
+
+def reference_score_matrix(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                           y_test: np.ndarray, *, C: float = 0.01) -> np.ndarray:
+    """SAP score matrix computed the plain way, one scikit-learn fit per pair.
+
+    The slow reference of :func:`sap` (tests and benchmarks compare the two):
+    ``LinearSVC(C=C, class_weight="balanced")`` on each latent alone for each factor,
+    fitted on the training rows, accuracy on the test rows; rows = latents, columns =
+    factors.
+    """
+    from sklearn.svm import LinearSVC
+
+    matrix = np.zeros((x_train.shape[1], y_train.shape[1]))
+    for i in range(x_train.shape[1]):
+        for j in range(y_train.shape[1]):
+            model = LinearSVC(C=C, class_weight="balanced").fit(x_train[:, [i]], y_train[:, j])
+            matrix[i, j] = np.mean(model.predict(x_test[:, [i]]) == y_test[:, j])
+    return matrix
