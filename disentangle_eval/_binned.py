@@ -8,6 +8,8 @@ the gap between the two best latents of a factor.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -88,17 +90,21 @@ def plugin_mutual_information(codes: torch.Tensor, n_codes: int, factors: torch.
     n, n_latents = codes.shape
     device = codes.device
     latent_offsets = torch.arange(n_latents, device=device)[None, :] * n_codes
+    log_n = math.log(n)
     columns = []
     # One contingency table per factor for all latents at once: memory stays O(n * d).
     for j, size in enumerate(factor_sizes):
         cell = (codes + latent_offsets) * size + factors[:, j:j + 1]
         joint = torch.bincount(cell.reshape(-1), minlength=n_latents * n_codes * size)
         joint = joint.reshape(n_latents, n_codes, size).to(torch.float64)
-        p_joint = joint / n
-        p_code = p_joint.sum(dim=2, keepdim=True)
-        p_factor = p_joint.sum(dim=1, keepdim=True)
-        ratio = p_joint / (p_code * p_factor).clamp(min=1e-300)
-        terms = torch.where(p_joint > 0, p_joint * torch.log(ratio.clamp(min=1e-300)), 0.0)
+        log_joint = torch.log(joint.clamp(min=1.0))
+        log_code = torch.log(joint.sum(dim=2, keepdim=True).clamp(min=1.0))
+        log_factor = torch.log(joint.sum(dim=1, keepdim=True).clamp(min=1.0))
+        # Paired so that a latent with one code (joint = factor counts, code count = n)
+        # gives exact zeros, as scikit-learn's early return does.
+        terms = joint / n * ((log_joint - log_factor) + (log_n - log_code))
+        # scikit-learn drops terms below machine epsilon.
+        terms = torch.where(terms.abs() < torch.finfo(torch.float64).eps, 0.0, terms)
         columns.append(terms.sum(dim=(1, 2)))
     return torch.stack(columns, dim=1).clamp(min=0.0)
 

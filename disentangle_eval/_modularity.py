@@ -127,9 +127,10 @@ def macro_roc_auc(scores: torch.Tensor, labels: torch.Tensor,
     what ``sklearn.metrics.roc_auc_score`` computes from the trapezoidal ROC curve.
     """
     n_targets, n, n_classes = scores.shape
-    values = scores.permute(0, 2, 1).reshape(-1, n)                      # (T * K, n)
-    positive = (labels[:, None, :] == torch.arange(n_classes, device=labels.device)[None, :, None])
-    positive = positive.reshape(-1, n)
+    # Only the classes that exist (targets with few classes are padded to the most).
+    target, klass = torch.nonzero(class_mask, as_tuple=True)
+    values = scores.permute(0, 2, 1)[target, klass]                      # (pairs, n)
+    positive = labels[target] == klass[:, None]
     ordered, order = torch.sort(values, dim=1)
     position = torch.arange(n, device=values.device).expand_as(ordered)
     starts = torch.ones_like(ordered, dtype=torch.bool)
@@ -143,10 +144,12 @@ def macro_roc_auc(scores: torch.Tensor, labels: torch.Tensor,
     n_pos = pos_sorted.sum(dim=1)
     n_neg = n - n_pos
     rank_sum = (rank * pos_sorted).sum(dim=1)
-    scored = (n_pos > 0) & (n_neg > 0)
-    auc = (rank_sum - n_pos * (n_pos + 1) / 2) / torch.where(scored, n_pos * n_neg, 1.0)
-    scored = scored.reshape(n_targets, n_classes) & class_mask
-    auc = torch.where(scored, auc.reshape(n_targets, n_classes), 0.0)
+    ok = (n_pos > 0) & (n_neg > 0)
+    pair_auc = (rank_sum - n_pos * (n_pos + 1) / 2) / torch.where(ok, n_pos * n_neg, 1.0)
+    scored = torch.zeros_like(class_mask)
+    scored[target, klass] = ok
+    auc = torch.zeros(n_targets, n_classes, dtype=torch.float64, device=scores.device)
+    auc[target, klass] = torch.where(ok, pair_auc, 0.0)
     count = scored.sum(dim=1)
     mean = auc.sum(dim=1) / count.clamp(min=1)
     return torch.where(count > 0, mean, torch.nan), scored

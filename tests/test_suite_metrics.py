@@ -219,12 +219,27 @@ def test_binned_mutual_information_matches_sklearn(seed):
     sizes = [int(f.max()) + 1 for f in factors.T]
     mi = plugin_mutual_information(codes, 20, torch.from_numpy(factors), sizes).numpy()
     np.testing.assert_allclose(mi, expected_mi, atol=1e-12)
+    assert np.all(mi[3] == 0.0)                   # the constant latent: exactly none
     entropy = plugin_entropy(torch.from_numpy(factors), sizes).numpy()
     np.testing.assert_allclose(entropy, [np.log(s) for s in sizes], atol=0.02)
     got = mig(latents, factors, split="contiguous", train_fraction=0.99, device="cpu")
     n_train = got.n_train
     assert got.mig == pytest.approx(reference_mig(latents[:n_train], factors[:n_train])[0],
                                     abs=1e-12)
+
+
+def test_constant_latent_has_exactly_zero_mutual_information():
+    # Count ratios that do not sum to 1 exactly used to leave ~1e-16 of MI here, which
+    # modularity (a ratio of squares) turned into an arbitrary score.
+    rng = np.random.default_rng(2)
+    sizes = (4, 4, 2, 3, 3, 40, 40)
+    factors = np.stack([rng.integers(0, s, 10000) for s in sizes], axis=1)
+    latents = np.column_stack([factors[:, 5] + rng.standard_normal(10000), np.zeros(10000)])
+    codes = histogram_bins(torch.from_numpy(latents), 20)
+    mi = plugin_mutual_information(codes, 20, torch.from_numpy(factors), sizes).numpy()
+    assert np.all(mi[1] == 0.0)
+    scores, _ = modularity_per_latent(mi)
+    assert scores[1] == 0.0
 
 
 def test_histogram_bins_match_numpy_on_edges():
