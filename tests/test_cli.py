@@ -172,7 +172,7 @@ def test_bad_usage_exit_2(tmp_path):
     good = _write(tmp_path, "good.npz", latents=GOOD_Z, factors=GOOD_Y)
     assert score(tmp_path / "missing.npz", "--factors", good).exit_code == 2
     assert score(good).exit_code == 2  # --factors is required
-    assert score(good, "--factors", good, "--metrics", "mig").exit_code == 2
+    assert score(good, "--factors", good, "--metrics", "bogus").exit_code == 2
     assert score(good, "--factors", good, "--n-neighbors", "0").exit_code == 2
     assert score(good, "--factors", good, "--train-fraction", "1.5").exit_code == 2
     if not __import__("torch").cuda.is_available():
