@@ -1,4 +1,8 @@
-"""Histogram discretisation and plug-in mutual information, shared by MIG and Modularity.
+"""Pieces shared by the suite metrics (MIG, SAP, Modularity/Explicitness, IRS).
+
+Histogram discretisation and plug-in mutual information (MIG, Modularity; IRS bins the
+factors), the gap between a factor's two best latents (MIG, SAP), and the train/test rows
+with each factor's classes numbered as the training rows have them (SAP, Explicitness).
 
 disentanglement_lib cuts each latent into ``n_bins`` equal-width bins over its own range
 (``np.digitize(x, np.histogram(x, n_bins)[1][:-1])``) and scores every (latent, factor)
@@ -9,12 +13,17 @@ the gap between the two best latents of a factor.
 from __future__ import annotations
 
 import math
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ._split import require_two_classes, split_rows, split_warnings
+from ._validation import ScoringInputs
+
 __all__ = ["histogram_bins", "plugin_mutual_information", "plugin_entropy",
-           "check_n_bins", "top_two_gaps"]
+           "check_n_bins", "top_two_gaps", "ClassificationSplit", "classification_split"]
 
 
 def check_n_bins(n_bins) -> int:
@@ -117,3 +126,64 @@ def top_two_gaps(matrix: np.ndarray) -> np.ndarray:
     ordered = np.sort(matrix, axis=0)
     second = ordered[-2] if matrix.shape[0] > 1 else np.zeros(matrix.shape[1])
     return ordered[-1] - second
+
+
+@dataclass(frozen=True)
+class ClassificationSplit:
+    """Training and test rows of checked inputs, factors as training-class codes.
+
+    Attributes
+    ----------
+    train_rows : numpy.ndarray of shape (n_train,), int
+        Row indices of the training rows (:func:`~disentangle_eval._split.split_rows`).
+    x_train, x_test : torch.Tensor of shape (n_train, n_latents), (n_test, n_latents)
+        The latents as numbers (``inputs.raw_latents``).
+    codes_train : torch.Tensor of shape (n_train, n_factors), int64
+        Factor ``f``'s class ``0 .. n_classes[f] - 1`` among the values its training rows
+        take (sorted).
+    codes_test : torch.Tensor of shape (n_test, n_factors), int64
+        The same numbering; -1 for a value the training rows lack (no classifier predicts
+        it).
+    n_classes : list of int
+    warnings : tuple of str
+        :func:`~disentangle_eval._split.split_warnings` of the split, already issued.
+    """
+
+    train_rows: np.ndarray
+    x_train: torch.Tensor
+    x_test: torch.Tensor
+    codes_train: torch.Tensor
+    codes_test: torch.Tensor
+    n_classes: list
+    warnings: tuple
+
+
+def classification_split(inputs: ScoringInputs, split: str, train_fraction: float, seed: int,
+                         factor_names=None) -> ClassificationSplit:
+    """Split the rows, refuse single-class factors, warn about the split, number the classes.
+
+    Raises :class:`~disentangle_eval.DataError` when a factor takes one value in the
+    training rows; issues the split's warnings (``UserWarning``).
+    """
+    train_rows, test_rows = split_rows(inputs.n_samples, split, train_fraction, seed)
+    y_np = inputs.factors.cpu().numpy()
+    require_two_classes(y_np[train_rows], split, factor_names)
+    messages = split_warnings(y_np[train_rows], y_np[test_rows], split, factor_names)
+    for message in messages:
+        warnings.warn(message, UserWarning, stacklevel=3)
+    device = inputs.device
+    train = torch.as_tensor(train_rows, device=device)
+    test = torch.as_tensor(test_rows, device=device)
+    y_train, y_test = inputs.factors[train], inputs.factors[test]
+    codes_train, codes_test, n_classes = [], [], []
+    for f in range(inputs.n_factors):
+        present, code = torch.unique(y_train[:, f], return_inverse=True)
+        lookup = torch.full((inputs.factor_sizes[f],), -1, dtype=torch.int64, device=device)
+        lookup[present] = torch.arange(present.numel(), device=device)
+        codes_train.append(code)
+        codes_test.append(lookup[y_test[:, f]])
+        n_classes.append(int(present.numel()))
+    return ClassificationSplit(
+        train_rows=train_rows, x_train=inputs.raw_latents[train], x_test=inputs.raw_latents[test],
+        codes_train=torch.stack(codes_train, 1), codes_test=torch.stack(codes_test, 1),
+        n_classes=n_classes, warnings=tuple(messages))

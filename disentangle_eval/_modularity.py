@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._binned import check_n_bins
+from ._binned import check_n_bins, classification_split
 from ._logistic import fit_multinomial_logistic
 from ._mig import binned_mutual_information
 from ._results import MetricResult
-from ._split import check_split_options, require_two_classes, split_rows, split_warnings
+from ._split import check_split_options
 from ._validation import ScoringInputs, check_inputs
 
 __all__ = ["ModularityExplicitnessResult", "modularity_explicitness",
@@ -278,24 +278,17 @@ def modularity_explicitness_from_inputs(
     """
     _check_options(n_bins, C, max_iter, tol, split, train_fraction)
     train_fraction = float(train_fraction)
-    train_rows, test_rows = split_rows(inputs.n_samples, split, train_fraction, seed)
-    y_np = inputs.factors.cpu().numpy()
-    require_two_classes(y_np[train_rows], split, factor_names)
-    messages = split_warnings(y_np[train_rows], y_np[test_rows], split, factor_names)
-    for message in messages:
-        warnings.warn(message, UserWarning, stacklevel=2)
-
-    mi, _ = binned_mutual_information(inputs, train_rows, n_bins)
+    # Classes are those of the training rows; a test row of another class is no class's
+    # positive (the reference would fail on it).
+    rows = classification_split(inputs, split, train_fraction, seed, factor_names)
+    mi, _ = binned_mutual_information(inputs, rows.train_rows, n_bins)
     mi_np = mi.cpu().numpy()
     per_latent, notes = modularity_per_latent(mi_np)
     notes = list(notes)
 
     device = inputs.device
-    train = torch.as_tensor(train_rows, device=device)
-    test = torch.as_tensor(test_rows, device=device)
-    x_train, x_test = inputs.raw_latents[train], inputs.raw_latents[test]
-    mean = x_train.mean(dim=0)
-    std = x_train.std(dim=0, unbiased=False)
+    mean = rows.x_train.mean(dim=0)
+    std = rows.x_train.std(dim=0, unbiased=False)
     constant = std == 0
     if bool(constant.any()):
         notes.append(f"latent(s) {torch.nonzero(constant).flatten().tolist()} are constant "
@@ -303,22 +296,9 @@ def modularity_explicitness_from_inputs(
                      "explicitness fits; the reference divides by their zero standard "
                      "deviation and raises)")
     scale = torch.where(constant, torch.ones_like(std), std)
-    z_train = torch.where(constant, 0.0, (x_train - mean) / scale)
-    z_test = torch.where(constant, 0.0, (x_test - mean) / scale)
-
-    # Classes are those of the training rows; a test row of another class is no class's
-    # positive (the reference would fail on it).
-    y_train, y_test = inputs.factors[train], inputs.factors[test]
-    codes_train, codes_test, n_classes = [], [], []
-    for f in range(inputs.n_factors):
-        present, code = torch.unique(y_train[:, f], return_inverse=True)
-        lookup = torch.full((inputs.factor_sizes[f],), -1, dtype=torch.int64, device=device)
-        lookup[present] = torch.arange(present.numel(), device=device)
-        codes_train.append(code)
-        codes_test.append(lookup[y_test[:, f]])
-        n_classes.append(int(present.numel()))
-    codes_train = torch.stack(codes_train, 1)
-    codes_test = torch.stack(codes_test, 1)
+    z_train = torch.where(constant, 0.0, (rows.x_train - mean) / scale)
+    z_test = torch.where(constant, 0.0, (rows.x_test - mean) / scale)
+    codes_train, codes_test, n_classes = rows.codes_train, rows.codes_test, rows.n_classes
 
     explicitness = torch.full((inputs.n_factors, 2), torch.nan, dtype=torch.float64,
                               device=device)
@@ -355,9 +335,9 @@ def modularity_explicitness_from_inputs(
             per_factor[:, 1]).any() else float("nan"),
         modularity_per_latent=per_latent, explicitness_per_factor=per_factor,
         mutual_information=mi_np, n_bins=int(n_bins), C=float(C), split=split,
-        train_fraction=train_fraction, seed=int(seed), n_train=len(train_rows),
-        n_test=len(test_rows), device=str(device), notes=tuple(notes),
-        warnings=tuple(messages))
+        train_fraction=train_fraction, seed=int(seed), n_train=rows.x_train.shape[0],
+        n_test=rows.x_test.shape[0], device=str(device), notes=tuple(notes),
+        warnings=rows.warnings)
 
 
 def reference_explicitness(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,

@@ -84,7 +84,8 @@ def _importance_heatmap(result, factor_names, path):
 
 def _mutual_information_heatmap(result, factor_names, path):
     mi = result.mutual_information
-    names = list(factor_names) if factor_names is not None else [f"s{j}" for j in range(mi.shape[1])]
+    names = (list(factor_names) if factor_names is not None
+             else [f"s{j}" for j in range(mi.shape[1])])
     return plot_matrix(mi, row_labels=[f"z{i}" for i in range(mi.shape[0])], col_labels=names,
                        title="Binned mutual information (nats)", row_title="latent",
                        col_title="factor", path=path)

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._binned import top_two_gaps
+from ._binned import classification_split, top_two_gaps
 from ._results import MetricResult
-from ._split import check_split_options, require_two_classes, split_rows, split_warnings
+from ._split import check_split_options
 from ._validation import ScoringInputs, check_inputs
 
 __all__ = ["SAPResult", "sap", "sap_from_inputs", "fit_linear_svc_1d",
@@ -393,31 +393,13 @@ def sap_from_inputs(inputs: ScoringInputs, *, C: float = 0.01, split: str = "ran
     """
     _check_sap_options(C, split, train_fraction)
     train_fraction = float(train_fraction)
-    train_rows, test_rows = split_rows(inputs.n_samples, split, train_fraction, seed)
-    y_np = inputs.factors.cpu().numpy()
-    require_two_classes(y_np[train_rows], split, factor_names)
-    messages = split_warnings(y_np[train_rows], y_np[test_rows], split, factor_names)
-    for message in messages:
-        warnings.warn(message, UserWarning, stacklevel=2)
-
-    device = inputs.device
-    train = torch.as_tensor(train_rows, device=device)
-    test = torch.as_tensor(test_rows, device=device)
-    x_train, x_test = inputs.raw_latents[train], inputs.raw_latents[test]
-    y_train, y_test = inputs.factors[train], inputs.factors[test]
     # Classes are those of the training rows (a classifier never predicts another).
-    codes_train, codes_test, n_classes = [], [], []
-    for f in range(inputs.n_factors):
-        present, code = torch.unique(y_train[:, f], return_inverse=True)
-        lookup = torch.full((inputs.factor_sizes[f],), -1, dtype=torch.int64, device=device)
-        lookup[present] = torch.arange(present.numel(), device=device)
-        codes_train.append(code)
-        codes_test.append(lookup[y_test[:, f]])
-        n_classes.append(int(present.numel()))
-    coef, intercept = fit_linear_svc_1d(x_train, torch.stack(codes_train, 1), n_classes,
+    rows = classification_split(inputs, split, train_fraction, seed, factor_names)
+    coef, intercept = fit_linear_svc_1d(rows.x_train, rows.codes_train, rows.n_classes,
                                         C=float(C))
-    score = torch.stack([(_predict_1d(coef[f], intercept[f], x_test) == codes_test[f][None, :])
-                         .double().mean(dim=1) for f in range(inputs.n_factors)], dim=1)
+    score = torch.stack([(_predict_1d(coef[f], intercept[f], rows.x_test)
+                          == rows.codes_test[None, :, f]).double().mean(dim=1)
+                         for f in range(inputs.n_factors)], dim=1)
     score_matrix = score.cpu().numpy()
     notes = ()
     if inputs.n_latents == 1:
@@ -428,8 +410,8 @@ def sap_from_inputs(inputs: ScoringInputs, *, C: float = 0.01, split: str = "ran
     gaps = top_two_gaps(score_matrix)
     return SAPResult(sap=float(gaps.mean()), gaps=gaps, score_matrix=score_matrix, C=float(C),
                      split=split, train_fraction=train_fraction, seed=int(seed),
-                     n_train=len(train_rows), n_test=len(test_rows), device=str(device),
-                     notes=notes, warnings=tuple(messages))
+                     n_train=rows.x_train.shape[0], n_test=rows.x_test.shape[0],
+                     device=str(inputs.device), notes=notes, warnings=rows.warnings)
 
 
 def reference_score_matrix(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,

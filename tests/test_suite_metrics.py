@@ -136,7 +136,8 @@ def test_latent_equal_to_a_factor():
     np.testing.assert_allclose(m.mutual_information, np.diag(m.factor_entropies), atol=1e-12)
     me = modularity_explicitness(latents, factors, **kwargs)
     assert me.modularity == pytest.approx(1.0, abs=1e-12)
-    assert me.explicitness_train == pytest.approx(1.0) and me.explicitness_test == pytest.approx(1.0)
+    assert me.explicitness_train == pytest.approx(1.0)
+    assert me.explicitness_test == pytest.approx(1.0)
     r = irs(latents, factors, **kwargs)
     assert r.irs == pytest.approx(1.0)
     np.testing.assert_array_equal(r.parents, [0, 1])
@@ -148,7 +149,8 @@ def test_latent_equal_to_a_factor():
             np.column_stack([two, np.arange(400) % 3]), **kwargs)
     assert b.score_matrix[0, 0] == 1.0 and b.gaps[0] == pytest.approx(0.5, abs=0.05)
     # Each factor is predicted best by its own latent.
-    assert s.score_matrix[0, 0] > s.score_matrix[1, 0] and s.score_matrix[1, 1] > s.score_matrix[0, 1]
+    assert s.score_matrix[0, 0] > s.score_matrix[1, 0]
+    assert s.score_matrix[1, 1] > s.score_matrix[0, 1]
 
 
 def test_duplicated_latents_give_zero_gaps():
