@@ -37,7 +37,8 @@ class ModularityExplicitnessResult(MetricResult):
     modularity : float
         Mean of ``modularity_per_latent``.
     explicitness_train, explicitness_test : float
-        Mean over factors of the classifiers' macro ROC-AUC on the training / test rows.
+        Mean over factors of the classifiers' macro ROC-AUC on the training / test rows
+        (factors whose test AUC is undefined are left out; NaN if all are).
     modularity_per_latent : numpy.ndarray of shape (n_latents,)
     explicitness_per_factor : numpy.ndarray of shape (n_factors, 2)
         Rows = factors, columns = (train, test) macro ROC-AUC.
@@ -319,9 +320,9 @@ def modularity_explicitness_from_inputs(
             if n_scored < n_classes[f]:
                 name = factor_names[f] if factor_names is not None else f"factor {f}"
                 notes.append(f"explicitness (test) of {name}: {n_classes[f] - n_scored} of "
-                             f"its {n_classes[f]} training classes are not among the test "
-                             "rows' classes or are all of them, and are left out of its "
-                             "macro ROC-AUC (the reference raises)")
+                             f"its {n_classes[f]} training classes have no positive or no "
+                             "negative test row and are left out of its macro ROC-AUC (the "
+                             "reference raises)")
     if not converged:
         notes.append(f"explicitness: a logistic regression hit max_iter={max_iter} before "
                      "its gradient fell to tol (as scikit-learn's would warn)")
