@@ -15,8 +15,7 @@ from PIL import Image
 from reference_models.data import DATA_DIR_ENV, DatasetError, get_dataset
 from reference_models.data.isaac3d import Isaac3D
 from reference_models.data.mpi3d import MPI3D
-from reference_models.data.shapes3d import Shapes3D
-from reference_models.data.toyshapes import shapes3d_factor_values
+from reference_models.data.shapes3d import Shapes3D, shapes3d_factor_values
 
 SHAPES_SUBGRID = (2, 3, 2, 2, 4, 3)      # 288 rows
 MPI3D_SUBGRID = (2, 2, 2, 3, 1, 4, 5)    # 480 rows

@@ -14,6 +14,7 @@ Datasets published only behind Google Drive or an archive (``mpi3d`` = MPI3D-com
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import http.client
 import os
@@ -22,7 +23,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tqdm import tqdm
+
 from .base import DatasetError, resolve_data_dir
+from .registry import list_datasets
 
 __all__ = ["DownloadError", "download_dataset", "download_file"]
 
@@ -86,8 +90,6 @@ def download_file(url: str, destination, *, sha256: str | None = None,
         Network failure (the partial file is kept for the next try), a size mismatch, or a
         checksum mismatch.
     """
-    from tqdm import tqdm
-
     destination = Path(destination)
     if destination.is_file():
         _verify(destination, sha256, expected_size, url, partial=False, name=destination.name)
@@ -169,8 +171,6 @@ def download_dataset(name: str, data_dir=None, *, progress: bool | None = None) 
         ``name`` has no direct download (the message says where to get it), or the
         download failed.
     """
-    from .registry import list_datasets
-
     infos = {info.name: info for info in list_datasets()}
     if name not in infos or not infos[name].needs_download:
         downloadable = [n for n, info in infos.items() if info.url]
@@ -187,8 +187,6 @@ def download_dataset(name: str, data_dir=None, *, progress: bool | None = None) 
 
 
 def main(argv=None) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(
         prog="python -m reference_models.data.download",
         description="Download a published dataset file into the data dir.",

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
 from ._published import (PublishedFile, decode_labels, malformed_file, missing_file,
                          read_rows, rows_for_combinations)
@@ -113,8 +114,6 @@ class Isaac3D(FactorDataset):
         return np.load(self.cache_path, mmap_mode="r")
 
     def _build_cache(self, shape: tuple[int, ...]) -> None:
-        from tqdm import tqdm
-
         image_folder = self.folder / "images"
         if not image_folder.is_dir():
             raise missing_file(ISAAC3D_FILE, image_folder)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from ._published import PublishedFile, malformed_file, missing_file, read_rows
 from .base import FactorDataset, check_factor_sizes, resize_uint8, resolve_data_dir
@@ -177,7 +178,6 @@ class MPI3D(FactorDataset):
                 return array
             except (ValueError, OSError):
                 target.unlink()  # a stale or broken copy: make it again
-        from tqdm import tqdm
 
         partial = target.with_name(target.name + ".part")
         with archive.open(info) as member, open(partial, "wb") as out, tqdm(

@@ -10,9 +10,15 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .base import DatasetError, FactorDataset
+from .isaac3d import ISAAC3D_FACTOR_NAMES, ISAAC3D_FACTOR_SIZES, ISAAC3D_FILE, Isaac3D
+from .mpi3d import MPI3D, MPI3D_FACTOR_NAMES, MPI3D_FILES
+from .shapes3d import SHAPES3D_FACTOR_NAMES, SHAPES3D_FACTOR_SIZES, SHAPES3D_FILE, Shapes3D
+from .toyshapes import ToyShapes
+from .toysprites import SPRITE_FACTOR_NAMES, SPRITE_FACTOR_SIZES, ToySprites
 
 # DatasetError is re-exported so that callers catching dataset problems need one import.
-__all__ = ["DatasetError", "DatasetInfo", "get_dataset", "list_datasets", "register_dataset"]
+__all__ = ["DatasetError", "DatasetInfo", "get_dataset", "get_dataset_info", "dataset_names",
+           "list_datasets", "register_dataset"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,9 @@ class DatasetInfo:
         Direct download URL, when one exists.
     homepage : str or None
         The publisher's page.
+    paper_position : int or None
+        Position among the datasets of the FactorQVAE paper's tables (0: Shapes3D,
+        1: Isaac3D, 2: MPI3D); None for the others.
     """
 
     name: str
@@ -48,6 +57,11 @@ class DatasetInfo:
     files: tuple[str, ...] = ()
     url: str | None = None
     homepage: str | None = None
+    paper_position: int | None = None
+
+    @property
+    def n_factors(self) -> int:
+        return len(self.factor_sizes)
 
     @property
     def n_samples(self) -> int:
@@ -77,6 +91,26 @@ def list_datasets() -> list[DatasetInfo]:
     """Infos of all registered datasets, procedural ones first, then by name."""
     return sorted((info for info, _ in _REGISTRY.values()),
                   key=lambda info: (info.needs_download, info.name))
+
+
+def dataset_names() -> list[str]:
+    """Names of all registered datasets, in the order of :func:`list_datasets`."""
+    return [info.name for info in list_datasets()]
+
+
+def get_dataset_info(name: str) -> DatasetInfo:
+    """The :class:`DatasetInfo` of the dataset registered as ``name``.
+
+    Raises
+    ------
+    ValueError
+        Unknown name (the message lists the registered ones).
+    """
+    try:
+        return _REGISTRY[name][0]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown dataset {name!r}: choose one of "
+                         f"{', '.join(dataset_names())}") from None
 
 
 def get_dataset(name: str, *, data_dir=None, image_size: int | None = None, seed: int = 0,
@@ -112,21 +146,12 @@ def get_dataset(name: str, *, data_dir=None, image_size: int | None = None, seed
     >>> ds.factor_sizes
     (10, 10, 10, 8, 4, 15)
     """
-    try:
-        _, factory = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}: choose one of "
-                         f"{', '.join(info.name for info in list_datasets())}") from None
+    get_dataset_info(name)
+    _, factory = _REGISTRY[name]
     return factory(data_dir=data_dir, image_size=image_size, seed=seed, **options)
 
 
 def _register_builtin() -> None:
-    from .isaac3d import ISAAC3D_FACTOR_NAMES, ISAAC3D_FACTOR_SIZES, ISAAC3D_FILE, Isaac3D
-    from .mpi3d import MPI3D, MPI3D_FACTOR_NAMES, MPI3D_FILES
-    from .shapes3d import SHAPES3D_FILE, Shapes3D
-    from .toyshapes import SHAPES3D_FACTOR_NAMES, SHAPES3D_FACTOR_SIZES, ToyShapes
-    from .toysprites import SPRITE_FACTOR_NAMES, SPRITE_FACTOR_SIZES, ToySprites
-
     def procedural(cls):
         def build(*, data_dir=None, image_size=None, seed=0, **options):
             return cls(image_size=64 if image_size is None else image_size, seed=seed, **options)
@@ -141,22 +166,23 @@ def _register_builtin() -> None:
         "dSprites-like white shapes on black (64 or 32 px), no download",
         needs_download=False), procedural(ToySprites))
 
-    def published(spec, factory, names, sizes, description):
+    def published(spec, factory, names, sizes, description, paper_position=None):
         register_dataset(DatasetInfo(
             spec.dataset, names, sizes, 64, description, needs_download=True,
-            files=(spec.relative_path,), url=spec.url, homepage=spec.homepage),
-            factory)
+            files=(spec.relative_path,), url=spec.url, homepage=spec.homepage,
+            paper_position=paper_position), factory)
 
     published(SHAPES3D_FILE,
               lambda *, data_dir=None, image_size=None, seed=0, **options: Shapes3D(
                   data_dir=data_dir, image_size=image_size, **options),
               SHAPES3D_FACTOR_NAMES, SHAPES3D_FACTOR_SIZES,
-              "DeepMind 3dshapes (3dshapes.h5), read lazily")
+              "DeepMind 3dshapes (3dshapes.h5), read lazily", paper_position=0)
     published(ISAAC3D_FILE,
               lambda *, data_dir=None, image_size=None, seed=0, **options: Isaac3D(
                   data_dir=data_dir, image_size=image_size, **options),
               ISAAC3D_FACTOR_NAMES, ISAAC3D_FACTOR_SIZES,
-              "NVlabs Isaac3D (Isaac3D_down128 PNGs), resized to 64 px once and cached")
+              "NVlabs Isaac3D (Isaac3D_down128 PNGs), resized to 64 px once and cached",
+              paper_position=1)
     descriptions = {"complex": "MPI3D-complex (real3d_complicated_shapes_ordered.npz), the "
                                "paper's MPI3D",
                     "toy": "MPI3D toy renderings (mpi3d_toy.npz)",
@@ -165,7 +191,8 @@ def _register_builtin() -> None:
     for variant, (spec, sizes) in MPI3D_FILES.items():
         def build(*, data_dir=None, image_size=None, seed=0, _variant=variant, **options):
             return MPI3D(_variant, data_dir=data_dir, image_size=image_size, **options)
-        published(spec, build, MPI3D_FACTOR_NAMES, sizes, descriptions[variant])
+        published(spec, build, MPI3D_FACTOR_NAMES, sizes, descriptions[variant],
+                  paper_position=2 if variant == "complex" else None)
 
 
 _register_builtin()

@@ -17,9 +17,20 @@ import numpy as np
 from ._published import (PublishedFile, decode_labels, malformed_file, missing_file,
                          read_rows, rows_for_combinations)
 from .base import FactorDataset, check_factor_sizes, resize_uint8, resolve_data_dir
-from .toyshapes import SHAPES3D_FACTOR_NAMES, SHAPES3D_FACTOR_SIZES, shapes3d_factor_values
 
-__all__ = ["Shapes3D", "SHAPES3D_FILE"]
+__all__ = ["Shapes3D", "SHAPES3D_FILE", "SHAPES3D_FACTOR_NAMES", "SHAPES3D_FACTOR_SIZES",
+           "shapes3d_factor_values"]
+
+SHAPES3D_FACTOR_NAMES = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
+SHAPES3D_FACTOR_SIZES = (10, 10, 10, 8, 4, 15)
+
+
+def shapes3d_factor_values() -> tuple[np.ndarray, ...]:
+    """The label values Shapes3D's ``labels`` column holds for each factor index."""
+    hues = np.linspace(0.0, 0.9, 10)
+    return (hues, hues.copy(), hues.copy(), np.linspace(0.75, 1.25, 8),
+            np.arange(4, dtype=np.float64), np.linspace(-30.0, 30.0, 15))
+
 
 SHAPES3D_FILE = PublishedFile(
     dataset="shapes3d",

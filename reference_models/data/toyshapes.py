@@ -20,19 +20,11 @@ from functools import lru_cache
 import numpy as np
 
 from .base import FactorDataset
+from .shapes3d import SHAPES3D_FACTOR_NAMES, SHAPES3D_FACTOR_SIZES, shapes3d_factor_values
 
-__all__ = ["ToyShapes", "SHAPES3D_FACTOR_NAMES", "SHAPES3D_FACTOR_SIZES", "shapes3d_factor_values"]
+__all__ = ["ToyShapes"]
 
-SHAPES3D_FACTOR_NAMES = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
-SHAPES3D_FACTOR_SIZES = (10, 10, 10, 8, 4, 15)
 SHAPE_NAMES = ("cube", "cylinder", "sphere", "capsule")
-
-
-def shapes3d_factor_values() -> tuple[np.ndarray, ...]:
-    """The label values Shapes3D's ``labels`` column holds for each factor index."""
-    hues = np.linspace(0.0, 0.9, 10)
-    return (hues, hues.copy(), hues.copy(), np.linspace(0.75, 1.25, 8),
-            np.arange(4, dtype=np.float64), np.linspace(-30.0, 30.0, 15))
 
 
 # Scene layout, in world units; the object stands on the floor at the origin.
