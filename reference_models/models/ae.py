@@ -8,7 +8,7 @@ from reference_models.models.base import ReferenceModel
 from reference_models.models.registry import register_model
 
 
-@register_model("ae")
+@register_model("ae", paper_position=0)
 class AE(ReferenceModel):
     """Deterministic autoencoder: ``z = encoder(x)`` in R^d, ``loss = recon``.
 

@@ -16,7 +16,7 @@ class GaussianSample(NamedTuple):
     z: torch.Tensor
 
 
-@register_model("betavae")
+@register_model("betavae", paper_position=1, display_name="beta-VAE")
 class BetaVAE(ReferenceModel):
     """Gaussian encoder (o = 2d: mean and log-variance), reparameterised sample.
 

@@ -7,7 +7,7 @@ from reference_models.models.ae import AE
 from reference_models.models.registry import register_model
 
 
-@register_model("bioae")
+@register_model("bioae", paper_position=3)
 class BioAE(AE):
     """AE whose latents are pushed to be non-negative and sparse.
 

@@ -9,7 +9,7 @@ from reference_models.models.quantizers import CategoricalCodebook
 from reference_models.models.registry import register_model
 
 
-@register_model("dvae")
+@register_model("dvae", paper_position=5, display_name="dVAE")
 class DVAE(CategoricalModel):
     """Encoder output (o = d * K) read as logits of d categoricals over K scalar codewords.
 

@@ -7,7 +7,7 @@ from reference_models.models.dvae import DVAE
 from reference_models.models.registry import register_model
 
 
-@register_model("factordvae")
+@register_model("factordvae", paper_position=7)
 class FactordVAE(FactorModelMixin, DVAE):
     """DVAE with ``loss = recon + beta * kl + gamma * tc``.
 

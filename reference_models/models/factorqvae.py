@@ -7,7 +7,7 @@ from reference_models.models.qvae import QVAE
 from reference_models.models.registry import register_model
 
 
-@register_model("factorqvae")
+@register_model("factorqvae", paper_position=8)
 class FactorQVAE(FactorModelMixin, QVAE):
     """QVAE with ``loss = recon + beta * kl + gamma * tc``.
 

@@ -7,7 +7,7 @@ from reference_models.models.betavae import BetaVAE
 from reference_models.models.registry import register_model
 
 
-@register_model("factorvae")
+@register_model("factorvae", paper_position=2)
 class FactorVAE(FactorModelMixin, BetaVAE):
     """beta-VAE with ``loss = recon + beta * kl + gamma * tc``.
 

@@ -7,7 +7,7 @@ from reference_models.models.vqvae import VQVAE
 from reference_models.models.registry import register_model
 
 
-@register_model("factorvqvae")
+@register_model("factorvqvae", paper_position=10)
 class FactorVQVAE(FactorModelMixin, VQVAE):
     """VQVAE with ``loss = recon + beta * kl + gamma * tc``.
 

@@ -9,7 +9,7 @@ from reference_models.models.quantizers import ScalarLatentQuantizer, perplexity
 from reference_models.models.registry import register_model
 
 
-@register_model("qlae")
+@register_model("qlae", paper_position=4)
 class QLAE(ReferenceModel):
     """Each latent snaps to the nearest of its own K values (straight-through gradient).
 

@@ -9,7 +9,7 @@ from reference_models.models.quantizers import DistanceQuantizer
 from reference_models.models.registry import register_model
 
 
-@register_model("qvae")
+@register_model("qvae", paper_position=6)
 class QVAE(CategoricalModel):
     """Each latent of ``z_e`` (B, d) picks a scalar of the global codebook M (K, 1).
 

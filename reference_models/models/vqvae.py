@@ -6,7 +6,7 @@ from reference_models.models.qvae import QVAE
 from reference_models.models.registry import register_model
 
 
-@register_model("vqvae")
+@register_model("vqvae", paper_position=9)
 class VQVAE(QVAE):
     """QVAE whose encoder output (B, d * D) is cut into d chunks of size D.
 
