@@ -1,7 +1,9 @@
 """``train-reference``: train a reference model and dump its latents for scoring.
 
-Exit codes: 0 success, 1 bad data (a dataset file missing or malformed, training diverged),
-2 bad usage (options, an existing run folder without --resume/--force).
+Exit codes: 0 success, 1 bad data (a dataset file missing or malformed, a run folder's
+file unreadable, unsafe or not matching its run, settings that cannot fit in memory,
+training diverged), 2 bad usage (options, an existing run folder without
+--resume/--force). The library's errors are told apart by their type.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 import click
 
 from ._errors import BadData, Command
+
 
 def _print_models(ctx: click.Context, _param, value: bool) -> None:
     if not value or ctx.resilient_parsing:
@@ -41,36 +44,6 @@ def _parse_sets(_ctx, _param, values: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"expected key=value, got {item!r}")
         parsed[key.strip()] = value.strip()
     return parsed
-
-
-def build_spec(model: str, dataset: str, *, preset: str | None, data_dir, steps, batch_size,
-               seed, overrides: dict[str, str]):
-    """Resolve preset + options + ``--set`` overrides into a RunSpec (ValueError if bad)."""
-    import dataclasses
-
-    from reference_models.config import ModelConfig, TrainConfig, with_overrides
-    from reference_models.presets import PAPER_DATASETS, get_preset
-    from reference_models.training.loop import RunSpec
-
-    if preset is None:
-        preset = "paper" if dataset.lower() in PAPER_DATASETS else "cpu"
-    model_config, train_config = get_preset(model, dataset, preset)
-    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = [k for k in overrides if k not in model_fields | train_fields]
-    if unknown:
-        raise ValueError(f"--set: unknown field(s) {', '.join(unknown)}; valid: "
-                         f"{', '.join(sorted(model_fields | train_fields))}")
-    train_set = {k: v for k, v in overrides.items() if k in train_fields}
-    for key, value in (("steps", steps), ("batch_size", batch_size), ("seed", seed)):
-        if value is not None:
-            train_set[key] = value
-    model_config = with_overrides(model_config,
-                                  {k: v for k, v in overrides.items() if k in model_fields})
-    train_config = with_overrides(train_config, train_set)
-    return RunSpec(model=model, dataset=dataset, model_config=model_config,
-                   train_config=train_config, preset=preset,
-                   data_dir=None if data_dir is None else str(data_dir))
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
@@ -148,17 +121,16 @@ def main(model, dataset, data_dir, preset, steps, batch_size, seed, device, out_
         raise click.UsageError("--resume and --force exclude each other")
 
     from reference_models.data.base import DatasetError
-    from reference_models.models.registry import list_models
-    from reference_models.training.loop import RunFolderError, train
+    from reference_models.training.loop import train
+    from reference_models.training.memory import InsufficientMemoryError
+    from reference_models.training.run_folder import RunFileError, RunFolderError, build_spec
 
-    if model not in list_models():
-        raise click.UsageError(f"unknown model {model!r}; choose one of "
-                               f"{', '.join(list_models())}")
     try:
         spec = build_spec(model, dataset, preset=preset, data_dir=data_dir, steps=steps,
                           batch_size=batch_size, seed=seed, overrides=overrides)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # unknown names, fields or values of the settings
         raise click.UsageError(str(exc)) from None
+    device = _device(device)
     run_dir = Path(out_dir) if out_dir else Path("runs") / (
         f"{model}-{dataset}-{spec.train_config.seed}")
     click.echo(f"run folder: {run_dir}", err=True)
@@ -168,18 +140,24 @@ def main(model, dataset, data_dir, preset, steps, batch_size, seed, device, out_
                         figures=not no_figures)
     except RunFolderError as exc:
         raise click.UsageError(str(exc)) from None
-    except DatasetError as exc:
+    except (DatasetError, RunFileError, InsufficientMemoryError) as exc:
         raise BadData(str(exc)) from None
     except FloatingPointError as exc:
         raise BadData(f"training diverged: {exc}") from None
-    except ValueError as exc:
-        if "CUDA" in str(exc) or "device" in str(exc):
-            raise click.UsageError(str(exc)) from None
-        raise BadData(str(exc)) from None
     if metrics is not None:
         table = metrics["table"]
         click.echo("  ".join(f"{key} {value:.3f}" if key != "MSE" else f"MSE(x1e4) {value:.2f}"
                              for key, value in table.items() if value is not None))
+
+
+def _device(name: str):
+    """The torch device of ``--device``; CUDA where there is none is a usage error."""
+    from disentangle_eval._validation import resolve_device
+
+    try:
+        return resolve_device(name)
+    except ValueError as exc:  # resolve_device's error for CUDA without a GPU
+        raise click.UsageError(str(exc)) from None
 
 
 def _figures_only(run_dir: Path, device: str, threads: int) -> None:
@@ -187,19 +165,22 @@ def _figures_only(run_dir: Path, device: str, threads: int) -> None:
 
     from reference_models.data.base import DatasetError
     from reference_models.training.figures import make_figures
-    from reference_models.training.loop import RunFolderError, resolve_device
+    from reference_models.training.memory import InsufficientMemoryError
+    from reference_models.training.run_folder import (
+        CHECKPOINT, LATENTS, METRICS, RunFileError, RunFolderError,
+    )
 
     torch.set_num_threads(threads)
-    missing = [name for name in ("latents.npz", "metrics.json", "checkpoint.pt")
+    missing = [name for name in (LATENTS, METRICS, CHECKPOINT)
                if not (run_dir / name).exists()]
     if missing:
         raise click.UsageError(f"--figures-only {run_dir}: not a finished run "
                                f"(missing {', '.join(missing)})")
     try:
-        paths = make_figures(run_dir, device=resolve_device(device))
+        paths = make_figures(run_dir, device=_device(device))
     except RunFolderError as exc:
         raise click.UsageError(str(exc)) from None
-    except DatasetError as exc:
+    except (DatasetError, RunFileError, InsufficientMemoryError) as exc:
         raise BadData(str(exc)) from None
     for path in paths:
         click.echo(str(path))

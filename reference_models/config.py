@@ -184,6 +184,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be two numbers in [0, 1): got {value!r}")
 
 
+# Largest int a field may hold: what torch and numpy index with (int64).
+_MAX_INT = 2**63 - 1
 # Fields that may be zero; every other int or float field must be strictly positive.
 _MAY_BE_ZERO = frozenset({
     "beta", "gamma", "beta_nonneg", "beta_activity", "quantize_weight", "commit_weight",
@@ -205,6 +207,8 @@ def _check_fields(config: Any) -> None:
         elif expected is int:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{field.name} must be an int: got {value!r}")
+            if value > _MAX_INT:
+                raise ValueError(f"{field.name} must be at most 2**63 - 1: got {value!r}")
         elif expected is float:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"{field.name} must be a float: got {value!r}")

@@ -149,3 +149,63 @@ def test_train_config_checks_consistency():
 def test_configs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         ModelConfig().beta = 1.0  # type: ignore[misc]
+
+
+def test_dataset_registry_knows_the_factor_counts_presets_use():
+    from reference_models.data.registry import get_dataset_info, list_datasets
+
+    for info in list_datasets():
+        assert info.n_factors == len(info.factor_names) == len(info.factor_sizes)
+        if info.name in FACTOR_COUNTS:  # presets' own copy, until it reads the registry
+            assert FACTOR_COUNTS[info.name] == info.n_factors, info.name
+    assert get_dataset_info("mpi3d").n_factors == 7
+    assert [i.name for i in list_datasets() if i.paper_position is not None] == \
+        ["isaac3d", "mpi3d", "shapes3d"]
+    assert tuple(sorted(PAPER_DATASETS, key=lambda n: get_dataset_info(n).paper_position)) \
+        == PAPER_DATASETS
+    with pytest.raises(ValueError, match="unknown dataset 'nope': choose one of toyshapes"):
+        get_dataset_info("nope")
+
+
+def test_model_registry_holds_the_paper_order_and_display_names():
+    from reference_models.models.registry import (
+        ModelRegistry, get_model_info, list_model_infos, list_models,
+    )
+
+    infos = list_model_infos()
+    assert sorted(info.name for info in infos) == list_models()
+    assert [info.display_name for info in infos] == [
+        "AE", "beta-VAE", "FactorVAE", "BioAE", "QLAE", "dVAE", "QVAE", "FactordVAE",
+        "FactorQVAE", "VQVAE", "FactorVQVAE"]
+    assert get_model_info("factorqvae").paper_position == 8
+    registry = ModelRegistry()
+    registry.register("one", paper_position=0)(type("One", (), {}))
+    with pytest.raises(ValueError, match="paper_position 0 of 'two' is already that of 'one'"):
+        registry.register("two", paper_position=0)(type("Two", (), {}))
+    registry.register("three")(type("Three", (), {}))
+    assert [(i.name, i.display_name) for i in registry.infos()] == [("one", "One"),
+                                                                      ("three", "Three")]
+
+
+def test_build_spec_takes_the_factor_count_from_the_dataset_registry():
+    from reference_models.training.run_folder import build_spec
+
+    spec = build_spec("factorqvae", "toysprites", preset="smoke", steps=3,
+                      overrides={"lr": "3e-4", "width": "8"})
+    assert spec.model_config.latent_dim == 2 * 5
+    assert (spec.train_config.steps, spec.train_config.lr, spec.model_config.width) == \
+        (3, 3e-4, 8)
+    assert build_spec("ae", "mpi3d").preset == "paper"
+    assert build_spec("ae", "toyshapes").preset == "cpu"
+    for args, message in [(("nope", "toyshapes"), "unknown model 'nope'"),
+                          (("ae", "Shapes3D"), "unknown dataset 'Shapes3D'")]:
+        with pytest.raises(ValueError, match=message):
+            build_spec(*args)
+    with pytest.raises(ValueError, match="--set: unknown field"):
+        build_spec("ae", "toyshapes", overrides={"nope": "1"})
+
+
+def test_int_fields_stay_within_int64():
+    with pytest.raises(ValueError, match=r"width must be at most 2\*\*63 - 1: got 1000000000000000000000000000000"):
+        with_overrides(ModelConfig(), {"width": str(10**30)})
+    assert with_overrides(ModelConfig(), {"width": str(2**63 - 1)}).width == 2**63 - 1

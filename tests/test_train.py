@@ -14,8 +14,11 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from disentangle_eval.cli.train_reference import build_spec, main
-from reference_models.training.loop import RunFolderError, train
+from disentangle_eval.cli.train_reference import main
+from reference_models.data.registry import get_dataset
+from reference_models.training.evaluate import protocol_factors
+from reference_models.training.loop import _truncate_log, train
+from reference_models.training.run_folder import RunFolderError, build_spec, load_checkpoint
 
 SMOKE = ["--dataset", "toyshapes", "--preset", "smoke"]
 
@@ -27,7 +30,7 @@ def _spec(model="factorqvae", **train_overrides):
 
 
 def _state(run_dir):
-    return torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
+    return load_checkpoint(Path(run_dir) / "checkpoint.pt", map_location="cpu")
 
 
 def _assert_same_parameters(run_a, run_b):
@@ -42,16 +45,13 @@ def _assert_same_parameters(run_a, run_b):
 def smoke_run(tmp_path_factory):
     """One smoke run of FactorQVAE through the command, shared by the file checks."""
     run_dir = tmp_path_factory.mktemp("runs") / "smoke"
-    start = time.perf_counter()
     result = CliRunner().invoke(main, ["factorqvae", *SMOKE, "--out", str(run_dir)])
-    elapsed = time.perf_counter() - start
     assert result.exit_code == 0, result.output
-    return run_dir, result, elapsed
+    return run_dir, result
 
 
 def test_smoke_run_leaves_every_file(smoke_run):
-    run_dir, result, elapsed = smoke_run
-    assert elapsed < 60
+    run_dir, result = smoke_run
     for name in ("config.json", "checkpoint.pt", "log.csv", "latents.npz", "factors.npz",
                  "metrics.json"):
         assert (run_dir / name).is_file(), name
@@ -96,9 +96,6 @@ def test_smoke_run_leaves_every_file(smoke_run):
         assert list(f["factor_names"])[:3] == ["floor_hue", "wall_hue", "object_hue"]
         assert (f["factors"] < np.array([10, 10, 10, 8, 4, 15])).all()
     # the protocol: train rows then test rows, RandomState(seed) draws
-    from reference_models.data.registry import get_dataset
-    from reference_models.training.evaluate import protocol_factors
-
     expected = protocol_factors(get_dataset("toyshapes", image_size=16), n_train, n_test, 1)
     np.testing.assert_array_equal(latent_factors, expected)
 
@@ -292,8 +289,6 @@ def test_console_script_subprocess(tmp_path):
 
 
 def test_truncate_log_drops_rows_after_the_checkpoint_and_partial_rows(tmp_path):
-    from reference_models.training.loop import _truncate_log
-
     path = tmp_path / "log.csv"
     path.write_text("step,loss,tc\n1,0.5,0.1\n2,0.4,0.1\n3,0.3,0.1\n4,0.2")
     _truncate_log(path, 3)

@@ -18,7 +18,7 @@ Files
     ``factors``, ``factor_names``, ``factor_sizes``, ``n_train``.
 ``metrics.json``
     DCI (contiguous split at ``n_train``) and InfoMEC (all rows) from
-    :mod:`disentangle_eval`, the reconstruction MSE on the held-out images (per pixel, on
+    :mod:`disentangle_eval`, both on inputs checked once, the reconstruction MSE on the held-out images (per pixel, on
     the [-0.5, 0.5] scale; ``mse_x1e4`` as the paper's Table 1), and ``table``: the
     Table 1 columns D, I, C, InfoM, InfoE, InfoC, MSE (x 1e4).
 """
@@ -33,7 +33,19 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["protocol_factors", "encode_dataset", "score_latents", "evaluate_run"]
+from disentangle_eval._registry import METRICS, run_metric
+from disentangle_eval._validation import check_inputs
+from disentangle_eval.environment import environment_info
+from disentangle_eval.io import atomic_write, write_json
+from reference_models.training.figures import make_figures
+from reference_models.training.run_folder import FACTORS, LATENTS
+from reference_models.training.run_folder import METRICS as METRICS_FILE
+
+__all__ = ["protocol_factors", "encode_dataset", "score_latents", "evaluate_run",
+           "TRAINING_METRICS"]
+
+# The metrics of metrics.json (the table reads their headline values).
+TRAINING_METRICS = ("dci", "infomec")
 
 
 def protocol_factors(dataset, n_train: int, n_test: int, seed: int) -> np.ndarray:
@@ -77,31 +89,32 @@ def score_latents(latents: np.ndarray, factors: np.ndarray, *, n_train: int, dis
                   seed: int, device) -> tuple[dict[str, Any], Any, Any, list[str]]:
     """DCI on the contiguous protocol split and InfoMEC on all rows.
 
+    The inputs are checked once (:func:`disentangle_eval._validation.check_inputs`) and
+    both metrics run on them through the metric registry, as ``disentangle-eval score``
+    runs them.
+
     Returns the JSON-ready report parts and the two result objects, plus the warnings.
     """
-    from disentangle_eval import dci, infomec
-
     n = len(latents)
     train_fraction = n_train / n
     if math.ceil(train_fraction * n) != n_train:  # guard the float round trip
         train_fraction = math.nextafter(train_fraction, 0.0)
+    settings = {"split": "contiguous", "train_fraction": train_fraction, "seed": seed,
+                "device": device}
     with warnings.catch_warnings(record=True) as recorded:
         warnings.simplefilter("always")
-        dci_result = dci(latents, factors, split="contiguous",
-                         train_fraction=train_fraction, seed=seed, device=device)
-        info = infomec(latents, factors, discrete=discrete, device=device, seed=seed)
+        inputs = check_inputs(latents, factors, discrete=discrete, device=device)
+        results = {name: run_metric(METRICS[name], inputs, settings)
+                   for name in TRAINING_METRICS}
     caught = sorted({str(w.message) for w in recorded
                      if not issubclass(w.category, (DeprecationWarning, FutureWarning))})
-    report = {"dci": dci_result.to_dict(), "infomec": info.to_dict()}
-    return report, dci_result, info, caught
+    report = {name: result.to_dict() for name, result in results.items()}
+    return report, results["dci"], results["infomec"], caught
 
 
 def evaluate_run(run_dir: str | os.PathLike, model, dataset, spec, *, device,
                  figures: bool = True) -> dict[str, Any]:
     """Write latents.npz, factors.npz, metrics.json (and figures/) of a trained model."""
-    from disentangle_eval.environment import environment_info
-    from disentangle_eval.io import atomic_write, write_json
-
     run_dir = Path(run_dir)
     tcfg = spec.train_config
     n_train, n_test = tcfg.metric_train_samples, tcfg.metric_test_samples
@@ -114,9 +127,9 @@ def evaluate_run(run_dir: str | os.PathLike, model, dataset, spec, *, device,
               "factor_sizes": sizes, "n_train": np.int64(n_train), "discrete": np.bool_(discrete)}
     if discrete:
         arrays["codebook"] = model.codebook.detach().cpu().numpy()
-    with atomic_write(run_dir / "latents.npz", "wb") as handle:
+    with atomic_write(run_dir / LATENTS, "wb") as handle:
         np.savez(handle, **arrays)
-    with atomic_write(run_dir / "factors.npz", "wb") as handle:
+    with atomic_write(run_dir / FACTORS, "wb") as handle:
         np.savez(handle, factors=factors, factor_names=names, factor_sizes=sizes,
                  n_train=np.int64(n_train))
 
@@ -140,9 +153,7 @@ def evaluate_run(run_dir: str | os.PathLike, model, dataset, spec, *, device,
         "warnings": caught,
         "environment": environment_info(device),
     }
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / METRICS_FILE, metrics)
     if figures:
-        from reference_models.training.figures import make_figures
-
         make_figures(run_dir, model=model, dataset=dataset, device=device)
     return metrics

@@ -14,33 +14,34 @@
 
 ``make_figures(run_dir)`` rebuilds them later from ``checkpoint.pt``, ``latents.npz`` and
 ``metrics.json``; ``train-reference --figures-only RUN_DIR`` does the same from the shell.
+Those files are checked before use (a file that does not fit the run is a
+:class:`~reference_models.training.run_folder.RunFileError`), and the checkpoint is read
+safely (:func:`~reference_models.training.run_folder.load_trained_model`).
 """
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["make_figures", "load_trained_model"]
+from disentangle_eval.io import atomic_write
+from disentangle_eval.plotting import plot_importance, plot_nmi
+from reference_models.data.registry import get_dataset
+from reference_models.models.base import CategoricalModel
+from reference_models.training.run_folder import (
+    FIGURES, LATENTS, METRICS, RunFileError, RunFolderError, RunSpec, load_run_spec,
+    load_trained_model,
+)
 
+__all__ = ["make_figures"]
 
-def load_trained_model(run_dir: str | os.PathLike, device="cpu"):
-    """The model of a run folder, from ``config.json`` and ``checkpoint.pt``, in eval mode."""
-    from reference_models.models import build_model
-    from reference_models.training.loop import CHECKPOINT, RunFolderError, load_run_spec
-
-    spec = load_run_spec(run_dir)
-    path = Path(run_dir) / CHECKPOINT
-    if not path.is_file():
-        raise RunFolderError(f"{run_dir}: no {CHECKPOINT}")
-    state = torch.load(path, map_location=device, weights_only=False)
-    model = build_model(spec.model, spec.model_config).to(device)
-    model.load_state_dict(state["model"])
-    model.eval()
-    return model, spec
+# metrics.json of a run is a few hundred kilobytes.
+_MAX_METRICS_BYTES = 64 << 20
 
 
 def _to_rgb(x: torch.Tensor) -> np.ndarray:
@@ -63,8 +64,6 @@ def _save_grid(path: Path, grid: np.ndarray, *, title: str, row_labels=None, col
                cell: int, pad: int = 1) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from disentangle_eval.io import atomic_write
 
     height, width = grid.shape[:2]
     scale = max(1.0, 40.0 / cell)  # show small images at least 40 px per cell
@@ -90,8 +89,6 @@ def _save_grid(path: Path, grid: np.ndarray, *, title: str, row_labels=None, col
 
 def _traversal_values(model, latents: np.ndarray, max_values: int):
     """Per latent: the representation values to show and their labels."""
-    from reference_models.models.base import CategoricalModel
-
     d = latents.shape[1]
     if model.is_quantized:
         codebook = model.codebook.detach().cpu().numpy()
@@ -152,26 +149,23 @@ def make_figures(run_dir: str | os.PathLike, *, model=None, dataset=None, device
     n_reconstructions : int, default 12
         Images in the reconstruction figure.
     """
-    from disentangle_eval.plotting import plot_importance, plot_nmi
-    from reference_models.data.registry import get_dataset
-
     run_dir = Path(run_dir)
     if model is None:
         model, spec = load_trained_model(run_dir, device)
     else:
-        from reference_models.training.loop import load_run_spec
         spec = load_run_spec(run_dir)
     model.eval()
     if dataset is None:
         dataset = get_dataset(spec.dataset, data_dir=spec.data_dir,
                               image_size=spec.model_config.image_size, seed=spec.dataset_seed)
     device = next(model.parameters()).device
-    with np.load(run_dir / "latents.npz") as stored:
-        latents, factors = stored["latents"], stored["factors"]
-        n_train = int(stored["n_train"])
-        factor_names = [str(n) for n in stored["factor_names"]]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    out = run_dir / "figures"
+    latents, factors, n_train, factor_names = _read_latents(run_dir, spec, dataset)
+    if model.is_quantized and not (latents.dtype.kind == "i" and latents.size and
+                                   0 <= latents.min() and latents.max() < _n_entries(model)):
+        raise RunFileError(f"{run_dir / LATENTS}: the codes are not indices of the model's "
+                           f"{_n_entries(model)} codebook entries")
+    metrics = _read_metrics(run_dir, spec, len(factor_names))
+    out = run_dir / FIGURES
     out.mkdir(exist_ok=True)
     written: list[Path] = []
     title = f"{spec.model} on {spec.dataset} (seed {spec.train_config.seed})"
@@ -221,15 +215,14 @@ def make_figures(run_dir: str | os.PathLike, *, model=None, dataset=None, device
     written.append(path)
 
     # heatmaps via the metrics core
-    info, dci_report = metrics["infomec"], metrics["dci"]
     path = out / "nmi.png"
-    plot_nmi(np.array(info["nmi"]), factor_names, np.array(info["active_latents"]), path=path,
-             title=f"NMI (InfoM {info['infom']:.2f}, InfoC {info['infoc']:.2f})")
+    plot_nmi(metrics["nmi"], factor_names, metrics["active_latents"], path=path,
+             title=f"NMI (InfoM {metrics['infom']:.2f}, InfoC {metrics['infoc']:.2f})")
     written.append(path)
     path = out / "importance.png"
-    plot_importance(np.array(dci_report["importance"]), factor_names, path=path,
-                    title=f"DCI importance (D {dci_report['disentanglement']:.2f}, "
-                          f"C {dci_report['completeness']:.2f})")
+    plot_importance(metrics["importance"], factor_names, path=path,
+                    title=f"DCI importance (D {metrics['disentanglement']:.2f}, "
+                          f"C {metrics['completeness']:.2f})")
     written.append(path)
 
     # codebook usage per latent
@@ -244,11 +237,8 @@ def _plot_usage(path: Path, model, latents: np.ndarray, *, title: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from disentangle_eval.io import atomic_write
-    from reference_models.models.base import CategoricalModel
-
     codebook = model.codebook.detach().cpu().numpy()
-    n_entries = codebook.shape[0] if isinstance(model, CategoricalModel) else codebook.shape[1]
+    n_entries = _n_entries(model)
     d = latents.shape[1]
     columns = 4
     rows = int(np.ceil(d / columns))
@@ -271,3 +261,76 @@ def _plot_usage(path: Path, model, latents: np.ndarray, *, title: str) -> None:
     fig.tight_layout()
     with atomic_write(path, "wb") as handle:
         fig.savefig(handle, format="png")
+
+
+def _n_entries(model) -> int:
+    """Codebook entries a code indexes: a global codebook's rows, QLAE's values per latent."""
+    codebook = model.codebook
+    return int(codebook.shape[0] if isinstance(model, CategoricalModel) else codebook.shape[1])
+
+
+def _read_latents(run_dir: Path, spec: RunSpec, dataset) -> tuple[np.ndarray, np.ndarray,
+                                                                   int, list[str]]:
+    """``latents``, ``factors``, ``n_train`` and the factor names of ``latents.npz``, checked
+    against the run's model and dataset."""
+    path = run_dir / LATENTS
+    if not path.is_file():
+        raise RunFolderError(f"{run_dir}: no {LATENTS}; not a finished run")
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            latents, factors = stored["latents"], stored["factors"]
+            n_train = stored["n_train"]
+            factor_names = stored["factor_names"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise RunFileError(f"{path}: not a latents file of this run ({type(exc).__name__}: "
+                           f"{' '.join(str(exc).split())[:160]})") from None
+    d, n_factors = spec.model_config.latent_dim, dataset.n_factors
+    problems = []
+    if latents.ndim != 2 or latents.shape[1] != d or latents.dtype.kind not in "if":
+        problems.append(f"latents {latents.shape} {latents.dtype}, expected (n, {d}) numbers")
+    elif not np.isfinite(latents).all():
+        problems.append("latents that are not finite")
+    if factors.shape != (len(latents), n_factors) or factors.dtype.kind not in "iu":
+        problems.append(f"factors {factors.shape} {factors.dtype}, expected "
+                        f"({len(latents)}, {n_factors}) integers")
+    elif ((factors < 0) | (factors >= np.asarray(dataset.factor_sizes))).any():
+        problems.append("factor indices outside the dataset's factor sizes")
+    if n_train.shape != () or n_train.dtype.kind not in "iu" or not 0 < n_train <= len(latents):
+        problems.append(f"n_train {n_train!r}")
+    if factor_names.shape != (n_factors,) or factor_names.dtype.kind != "U":
+        problems.append(f"factor_names {factor_names.shape} {factor_names.dtype}")
+    if problems:
+        raise RunFileError(f"{path}: does not fit the run ({'; '.join(problems)})")
+    return latents, factors, int(n_train), [str(name) for name in factor_names]
+
+
+def _read_metrics(run_dir: Path, spec: RunSpec, n_factors: int) -> dict[str, Any]:
+    """The parts of ``metrics.json`` the figures draw, checked."""
+    path = run_dir / METRICS
+    if not path.is_file():
+        raise RunFolderError(f"{run_dir}: no {METRICS}; not a finished run")
+    d = spec.model_config.latent_dim
+    try:
+        if path.stat().st_size > _MAX_METRICS_BYTES:
+            raise ValueError(f"{path.stat().st_size} bytes, more than any {METRICS}")
+        metrics = json.loads(path.read_text())
+        info, dci_report = metrics["infomec"], metrics["dci"]
+        nmi = np.asarray(info["nmi"], dtype=np.float64)
+        active = np.asarray(info["active_latents"], dtype=bool)
+        importance = np.asarray(dci_report["importance"], dtype=np.float64)
+        scores = {key: float(report[key]) for report, key in (
+            (info, "infom"), (info, "infoc"), (dci_report, "disentanglement"),
+            (dci_report, "completeness"))}
+        mse = metrics.get("mse_x1e4")
+        mse = None if mse is None else float(mse)
+    except (ValueError, TypeError, KeyError, RecursionError, OSError, OverflowError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else \
+            " ".join(str(exc).split())[:160]
+        raise RunFileError(f"{path}: not the metrics of this run ({type(exc).__name__}: "
+                           f"{detail})") from None
+    if nmi.shape != (n_factors, d) or active.shape != (d,) or importance.shape != (d, n_factors):
+        raise RunFileError(f"{path}: matrices of the wrong shape for {d} latents and "
+                           f"{n_factors} factors (nmi {nmi.shape}, active_latents "
+                           f"{active.shape}, importance {importance.shape})")
+    return {"nmi": nmi, "active_latents": active, "importance": importance,
+            "mse_x1e4": mse, **scores}
