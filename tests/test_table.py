@@ -129,3 +129,80 @@ def test_reproduce_table_script_runs_two_trainings_at_once(tmp_path):
                             "--out", str(out), "--set", "steps=2", "--set", "cosine_steps=1"],
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
+
+
+def test_model_and_dataset_order_and_names_come_from_the_registries(tmp_path):
+    from reference_models.data.registry import list_datasets
+    from reference_models.models.registry import list_model_infos
+
+    paper_models = [info for info in list_model_infos() if info.paper_position is not None]
+    for seed, info in enumerate(reversed(paper_models)):
+        _write_run(tmp_path, info.name, "toyshapes", seed, [0.5] * 7)
+    _write_run(tmp_path, "mymodel", "toyshapes", 1, [0.5] * 7)
+    for info in list_datasets():
+        _write_run(tmp_path, "ae", info.name, 1, [0.5] * 7)
+    summary = summarise(collect_metrics(sorted(tmp_path.iterdir())))
+    toyshapes = summary[summary["dataset"] == "toyshapes"]
+    assert list(toyshapes["model"]) == [info.name for info in paper_models] + ["mymodel"]
+    assert list(summary["dataset"].drop_duplicates())[:4] == [
+        "shapes3d", "isaac3d", "mpi3d", "mpi3d_real"]
+    text = format_table(summary, "markdown")
+    assert "| beta\\-VAE |" not in text and "| beta-VAE |" in text and "| dVAE |" in text
+    assert "| mymodel |" in text
+
+
+HOSTILE = "\x1b[2J\x1b[31mevil\nmodel|x*_<b>&\x07"
+
+
+def test_names_from_files_are_escaped_in_every_format(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(
+        {"model": HOSTILE, "dataset": "toy\rshapes\\_{x}^~%$#&", "seed": 1,
+         "table": dict(zip(COLUMNS, [0.5] * 7))}))
+    summary = summarise(collect_metrics([run]))
+    for fmt in ("markdown", "latex", "csv"):
+        text = format_table(summary, fmt)
+        assert not any(not c.isprintable() and c != "\n" for c in text), (fmt, text)
+        assert len(text.splitlines()) == {"markdown": 5, "latex": 8, "csv": 2}[fmt], text
+    markdown = format_table(summary, "markdown")
+    row = next(line for line in markdown.splitlines() if "evil" in line)
+    assert row.startswith(r"| \\x1b\[2J\\x1b\[31mevil\\nmodel\|x\*\_\<b\>\&\\x07 | 0.50 |")
+    assert row.count(" | ") == 8  # the escaped "|" opens no extra cell
+    assert r"**toy\\rshapes\\\_{x}^\~%$#\&**" in markdown
+    latex = format_table(summary, "latex")
+    assert r"\textit{toy\textbackslash{}rshapes\textbackslash{}\_\{x\}\textasciicircum{}" \
+           r"\textasciitilde{}\%\$\#\&}" in latex
+    assert r"\textbackslash{}x1b[2J" in latex
+    csv_text = format_table(summary, "csv")
+    assert r"\x1b[2J\x1b[31mevil\nmodel|x*_<b>&\x07" in csv_text
+
+
+def test_table_command_prints_no_escape_sequences(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(
+        {"model": HOSTILE, "dataset": "toyshapes", "table": dict(zip(COLUMNS, [0.5] * 7))}))
+    for fmt in ("markdown", "latex", "csv"):
+        result = CliRunner().invoke(main, ["table", str(run), "--format", fmt])
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.output and "\x07" not in result.output
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    (json.dumps({"model": ["ae"], "dataset": "toyshapes", "table": {}}), "not a string"),
+    (json.dumps({"model": "ae", "dataset": "toyshapes",
+                 "table": dict(zip(COLUMNS, ["0.5"] * 7))}), "D is str, not a number"),
+    (json.dumps({"model": "ae", "dataset": "toyshapes",
+                 "table": dict(zip(COLUMNS, [10**400] * 7))}), "OverflowError"),
+    ('{"model": "ae", "dataset": "toyshapes", "table": {"D": Infinity}}', "D is inf"),
+])
+def test_malformed_metrics_json_is_one_error(tmp_path, content, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(content)
+    with pytest.raises(TableError, match=message):
+        collect_metrics([run])
+    result = CliRunner().invoke(main, ["table", str(run)])
+    assert result.exit_code == 1 and "Traceback" not in result.output

@@ -3,8 +3,13 @@
 Columns: model, D, I, C (DCI disentanglement, informativeness = test accuracy,
 completeness), InfoM, InfoE, InfoC and the reconstruction MSE x 1e4; rows grouped by
 dataset (the paper's three first, then the others alphabetically), models in the paper's
-order; runs of the same (model, dataset) with several seeds
-give ``mean +- std`` (sample standard deviation, ddof=1).
+order (both orders and the models' display names come from the model and dataset
+registries); runs of the same (model, dataset) with several seeds give ``mean +- std``
+(sample standard deviation, ddof=1).
+
+Model and dataset names come from files and are shown as text: characters that are not
+printable (terminal escape sequences, newlines) are written as Python escapes
+(``\x1b``), and the characters Markdown or LaTeX would interpret are escaped for them.
 
 Examples
 --------
@@ -15,28 +20,24 @@ Examples
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["COLUMNS", "MODEL_ORDER", "DISPLAY_NAMES", "collect_metrics", "summarise",
-           "format_table", "TableError"]
+from reference_models.data.registry import list_datasets
+from reference_models.models.registry import list_model_infos
+
+__all__ = ["COLUMNS", "collect_metrics", "summarise", "format_table", "TableError"]
 
 COLUMNS: tuple[str, ...] = ("D", "I", "C", "InfoM", "InfoE", "InfoC", "MSE")
-# Paper's Table 1 order, then the vector-quantisation ablation of Table 2.
-MODEL_ORDER: tuple[str, ...] = ("ae", "betavae", "factorvae", "bioae", "qlae", "dvae", "qvae",
-                                "factordvae", "factorqvae", "vqvae", "factorvqvae")
-DISPLAY_NAMES: dict[str, str] = {
-    "ae": "AE", "betavae": "beta-VAE", "factorvae": "FactorVAE", "bioae": "BioAE",
-    "qlae": "QLAE", "dvae": "dVAE", "qvae": "QVAE", "factordvae": "FactordVAE",
-    "factorqvae": "FactorQVAE", "vqvae": "VQVAE", "factorvqvae": "FactorVQVAE",
-}
-# Datasets in the paper's order, then the others alphabetically.
-DATASET_ORDER: tuple[str, ...] = ("shapes3d", "isaac3d", "mpi3d")
 _DECIMALS = {"MSE": 1}
+# A train-reference metrics.json is a few hundred kilobytes at most.
+_MAX_METRICS_BYTES = 64 << 20
 
 
 class TableError(ValueError):
@@ -69,28 +70,51 @@ def collect_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
         if not file.is_file():
             raise FileNotFoundError(f"{path}: no metrics.json (is the run finished?)")
         try:
+            if file.stat().st_size > _MAX_METRICS_BYTES:
+                raise ValueError(f"{file.stat().st_size} bytes, more than any metrics.json")
             data = json.loads(file.read_text())
             table = data["table"]
-            row = {"dataset": str(data["dataset"]), "model": str(data["model"]),
+            row = {"dataset": _name(data["dataset"]), "model": _name(data["model"]),
                    "seed": data.get("seed"), "path": str(file)}
             for column in COLUMNS:
                 value = table[column]
+                if isinstance(value, bool) or not isinstance(value, (int, float, type(None))):
+                    raise TypeError(f"{column} is {type(value).__name__}, not a number")
                 row[column] = np.nan if value is None else float(value)
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                if math.isinf(row[column]):
+                    raise ValueError(f"{column} is {value}")
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError,
+                RecursionError, OSError, UnicodeDecodeError) as exc:
+            detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
             raise TableError(f"{file}: not a train-reference metrics.json "
-                             f"({type(exc).__name__}: {exc})") from None
+                             f"({type(exc).__name__}: {_printable(detail)[:200]})") from None
         rows.append(row)
     if not rows:
         raise TableError("no runs given")
     return pd.DataFrame(rows, columns=["dataset", "model", "seed", "path", *COLUMNS])
 
 
+def _name(value) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"a name is {type(value).__name__}, not a string")
+    return value
+
+
 def _model_rank(model: str) -> int:
-    return MODEL_ORDER.index(model) if model in MODEL_ORDER else len(MODEL_ORDER)
+    ranks = {info.name: rank for rank, info in enumerate(list_model_infos())
+             if info.paper_position is not None}
+    return ranks.get(model, len(ranks))
 
 
 def _dataset_rank(dataset: str) -> int:
-    return DATASET_ORDER.index(dataset) if dataset in DATASET_ORDER else len(DATASET_ORDER)
+    positions = {info.name: info.paper_position for info in list_datasets()
+                 if info.paper_position is not None}
+    return positions.get(dataset, len(positions))
+
+
+def _display_name(model: str) -> str:
+    names = {info.name: info.display_name for info in list_model_infos()}
+    return names.get(model, model)
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
@@ -125,22 +149,25 @@ def format_table(summary: pd.DataFrame, fmt: str = "markdown") -> str:
     """The summary as text: ``"markdown"``, ``"csv"`` (numbers, mean and std columns) or
     ``"latex"`` (a tabular with one block per dataset)."""
     if fmt == "csv":
-        return summary.to_csv(index=False, float_format="%.6g")
+        printable = summary.assign(dataset=summary["dataset"].map(_printable),
+                                   model=summary["model"].map(_printable))
+        return printable.to_csv(index=False, float_format="%.6g")
     if fmt not in ("markdown", "latex"):
         raise ValueError(f"fmt must be 'markdown', 'csv' or 'latex': got {fmt!r}")
     pm = " ± " if fmt == "markdown" else " $\\pm$ "
+    escape = _markdown if fmt == "markdown" else _latex
     header = ["model", "D ↑", "I ↑", "C ↑", "InfoM ↑", "InfoE ↑", "InfoC ↑", "MSE ×1e4 ↓",
               "seeds"]
     blocks: list[tuple[str, list[list[str]]]] = []
     for dataset, group in summary.groupby("dataset", sort=False):
         body = []
         for _, row in group.iterrows():
-            cells = [DISPLAY_NAMES.get(row["model"], row["model"])]
+            cells = [escape(_display_name(row["model"]))]
             cells += [_cell(row[f"{c}_mean"], row[f"{c}_std"], _DECIMALS.get(c, 2), pm)
                       for c in COLUMNS]
             cells.append(str(int(row["n"])))
             body.append(cells)
-        blocks.append((str(dataset), body))
+        blocks.append((escape(str(dataset)), body))
     if fmt == "markdown":
         lines = []
         for dataset, body in blocks:
@@ -156,14 +183,30 @@ def format_table(summary: pd.DataFrame, fmt: str = "markdown") -> str:
              " & ".join(latex_header) + r" \\"]
     for dataset, body in blocks:
         lines += [r"\midrule",
-                  rf"\multicolumn{{{len(latex_header)}}}{{l}}{{\textit{{{_latex(dataset)}}}}} \\"]
-        lines += [" & ".join(_latex(c) if i == 0 else c for i, c in enumerate(cells)) + r" \\"
-                  for cells in body]
+                  rf"\multicolumn{{{len(latex_header)}}}{{l}}{{\textit{{{dataset}}}}} \\"]
+        lines += [" & ".join(cells) + r" \\" for cells in body]
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 
 
+def _printable(text: str) -> str:
+    """``text`` with every non-printable character as its Python escape (``\\x1b``)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+# Characters Markdown (CommonMark, with GitHub's tables) gives a meaning inside a table
+# cell or a bold heading: emphasis, code, links, HTML and entities, cell borders.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&])")
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                  "^": r"\textasciicircum{}"}
+
+
+def _markdown(text: str) -> str:
+    """``text`` as literal Markdown: printable, special characters backslash-escaped."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", _printable(text))
+
+
 def _latex(text: str) -> str:
-    for char in "\\&%$#_{}":
-        text = text.replace(char, "\\" + char)
-    return text
+    """``text`` as literal LaTeX text: printable, special characters escaped."""
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in _printable(text))
