@@ -158,7 +158,7 @@ def check_training_fits(model: str, config: ModelConfig, *, batch_size: int,
             + batch_size * (estimate.image_elements + estimate.activations_per_image)
             * _FLOAT_BYTES
             + evaluation_rows * (config.latent_dim + n_factors) * 8)
-    _refuse_beyond(need, device, f"training {model!r} ({_millions(estimate.parameters)} "
+    _refuse_beyond(need, device, f"training {model!r} ({_count(estimate.parameters)} "
                                  f"parameters, batch {batch_size}, {_settings(config)})",
                    "lower --batch-size, or the network widths with --set")
     return estimate
@@ -174,7 +174,7 @@ def check_inference_fits(model: str, config: ModelConfig,
     """
     estimate = estimate_model(model, config)
     need = estimate.parameters * _FLOAT_BYTES
-    _refuse_beyond(need, device, f"model {model!r} ({_millions(estimate.parameters)} "
+    _refuse_beyond(need, device, f"model {model!r} ({_count(estimate.parameters)} "
                                  f"parameters, {_settings(config)})",
                    "check the widths in its config.json")
     return estimate
@@ -194,8 +194,8 @@ def _settings(config: ModelConfig) -> str:
             f"image_size {config.image_size}")
 
 
-def _millions(count: int) -> str:
-    return f"{count / 1e6:.3g} M" if count < 1e15 else f"{count:.3g}"
+def _count(count: int) -> str:
+    return f"{count:,}" if count < 10**9 else f"{count:.3g}"
 
 
 def _gib(n_bytes: float) -> str:
