@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import doctest
+import io
+import sys
 
 import numpy as np
 import pytest
@@ -387,8 +389,16 @@ def test_docstring_examples():
     assert failures == 0
 
 
-def test_progress_bar_goes_to_stderr(capsys):
+def test_progress_bar_goes_to_stderr(capsys, monkeypatch):
+    """On a terminal the bar is drawn on stderr (never stdout), and only when asked for."""
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
     latents, factors = _small_problem()
-    dci(latents, factors, device="cpu", progress=True)
-    captured = capsys.readouterr()
-    assert captured.out == ""
+    for progress in (False, True):
+        terminal = Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        dci(latents, factors, device="cpu", progress=progress)
+        assert capsys.readouterr().out == ""
+        assert ("/100" in terminal.getvalue()) == progress  # 100 boosting stages
