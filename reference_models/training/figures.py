@@ -20,7 +20,6 @@ safely (:func:`~reference_models.training.run_folder.load_trained_model`).
 """
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from pathlib import Path
@@ -34,14 +33,11 @@ from disentangle_eval.plotting import plot_importance, plot_nmi
 from reference_models.data.registry import get_dataset
 from reference_models.models.base import CategoricalModel
 from reference_models.training.run_folder import (
-    FIGURES, LATENTS, METRICS, RunFileError, RunFolderError, RunSpec, load_run_spec,
-    load_trained_model,
+    FIGURES, LATENTS, MAX_METRICS_BYTES, METRICS, RunFileError, RunFolderError, RunSpec,
+    load_run_spec, load_trained_model, one_line, read_json,
 )
 
 __all__ = ["make_figures"]
-
-# metrics.json of a run is a few hundred kilobytes.
-_MAX_METRICS_BYTES = 64 << 20
 
 
 def _to_rgb(x: torch.Tensor) -> np.ndarray:
@@ -283,7 +279,7 @@ def _read_latents(run_dir: Path, spec: RunSpec, dataset) -> tuple[np.ndarray, np
             factor_names = stored["factor_names"]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise RunFileError(f"{path}: not a latents file of this run ({type(exc).__name__}: "
-                           f"{' '.join(str(exc).split())[:160]})") from None
+                           f"{one_line(exc, 160)})") from None
     d, n_factors = spec.model_config.latent_dim, dataset.n_factors
     problems = []
     if latents.ndim != 2 or latents.shape[1] != d or latents.dtype.kind not in "if":
@@ -311,9 +307,7 @@ def _read_metrics(run_dir: Path, spec: RunSpec, n_factors: int) -> dict[str, Any
         raise RunFolderError(f"{run_dir}: no {METRICS}; not a finished run")
     d = spec.model_config.latent_dim
     try:
-        if path.stat().st_size > _MAX_METRICS_BYTES:
-            raise ValueError(f"{path.stat().st_size} bytes, more than any {METRICS}")
-        metrics = json.loads(path.read_text())
+        metrics = read_json(path, max_bytes=MAX_METRICS_BYTES)
         info, dci_report = metrics["infomec"], metrics["dci"]
         nmi = np.asarray(info["nmi"], dtype=np.float64)
         active = np.asarray(info["active_latents"], dtype=bool)
@@ -323,11 +317,9 @@ def _read_metrics(run_dir: Path, spec: RunSpec, n_factors: int) -> dict[str, Any
             (dci_report, "completeness"))}
         mse = metrics.get("mse_x1e4")
         mse = None if mse is None else float(mse)
-    except (ValueError, TypeError, KeyError, RecursionError, OSError, OverflowError) as exc:
-        detail = "nested too deeply" if isinstance(exc, RecursionError) else \
-            " ".join(str(exc).split())[:160]
+    except (ValueError, TypeError, KeyError, OSError, OverflowError) as exc:
         raise RunFileError(f"{path}: not the metrics of this run ({type(exc).__name__}: "
-                           f"{detail})") from None
+                           f"{one_line(exc, 160)})") from None
     if nmi.shape != (n_factors, d) or active.shape != (d,) or importance.shape != (d, n_factors):
         raise RunFileError(f"{path}: matrices of the wrong shape for {d} latents and "
                            f"{n_factors} factors (nmi {nmi.shape}, active_latents "

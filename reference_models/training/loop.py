@@ -41,7 +41,7 @@ from reference_models.training.evaluate import evaluate_run
 from reference_models.training.memory import check_training_fits
 from reference_models.training.run_folder import (
     CHECKPOINT, CONFIG, LOG, METRICS, RunFileError, RunSpec, capture_rng_states,
-    check_run_folder, load_checkpoint, load_model_state, prepare_run_folder,
+    check_run_folder, load_checkpoint, load_model_state, one_line, prepare_run_folder,
     restore_rng_states, run_files, save_checkpoint,
 )
 from reference_models.training.schedules import cosine_lr_factor, temperature
@@ -179,7 +179,7 @@ def train(run_dir: str | os.PathLike, spec: RunSpec | None, *, device: str = "au
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
             raise RunFileError(f"{files[CHECKPOINT]}: optimiser, schedule or random states "
                                f"do not fit this run ({type(exc).__name__}: "
-                               f"{' '.join(str(exc).split())[:160]})") from None
+                               f"{one_line(exc, 160)})") from None
         step, running = state["step"], dict(state["running"])
     if resume:
         _truncate_log(files[LOG], step)

@@ -52,7 +52,8 @@ __all__ = [
     "CHECKPOINT_FORMAT", "RunSpec", "RunFolderError", "RunFileError", "build_spec",
     "run_files", "load_run_spec", "check_run_folder", "prepare_run_folder",
     "capture_rng_states", "restore_rng_states", "save_checkpoint", "load_checkpoint",
-    "load_trained_model", "load_model_state",
+    "load_trained_model", "load_model_state", "read_json", "one_line",
+    "MAX_CONFIG_BYTES", "MAX_METRICS_BYTES",
 ]
 
 CONFIG = "config.json"
@@ -66,8 +67,10 @@ FIGURES = "figures"
 # 2: stored as plain values and a tensor.
 CHECKPOINT_FORMAT = 2
 _READABLE_FORMATS = (1, 2)
-# A config.json is a few kilobytes; anything far larger is not one.
-_MAX_CONFIG_BYTES = 1 << 20
+# A config.json is a few kilobytes and a metrics.json a few hundred: far larger files are
+# not what they claim to be.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_METRICS_BYTES = 64 << 20
 
 
 class RunFolderError(ValueError):
@@ -230,13 +233,31 @@ def load_run_spec(run_dir: str | os.PathLike) -> RunSpec:
     if not path.is_file():
         raise RunFolderError(f"{run_dir}: no {CONFIG}; not a run folder")
     try:
-        if path.stat().st_size > _MAX_CONFIG_BYTES:
-            raise ValueError(f"{path.stat().st_size} bytes, more than a run configuration")
-        return RunSpec.from_dict(json.loads(path.read_text()))
-    except (KeyError, TypeError, ValueError, RecursionError, OSError) as exc:
-        detail = f"missing field {exc}" if isinstance(exc, KeyError) else (
-            "nested too deeply" if isinstance(exc, RecursionError) else str(exc))
-        raise RunFileError(f"{path}: not a run configuration ({_one_line(detail)})") from None
+        return RunSpec.from_dict(read_json(path, max_bytes=MAX_CONFIG_BYTES))
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise RunFileError(f"{path}: not a run configuration ({one_line(detail)})") from None
+
+
+def read_json(path: str | os.PathLike, *, max_bytes: int) -> Any:
+    """Parse the JSON file ``path``.
+
+    Raises
+    ------
+    ValueError
+        The file is larger than ``max_bytes``, is not JSON (``json.JSONDecodeError``), or
+        is nested too deeply to parse.
+    OSError
+        The file cannot be read.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ValueError(f"{size} bytes, more than such a file holds")
+    try:
+        return json.loads(path.read_text())
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def check_run_folder(run_dir: str | os.PathLike, spec: RunSpec | None, *, resume: bool,
@@ -302,7 +323,7 @@ def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _one_line(text: str, limit: int = 300) -> str:
+def one_line(text, limit: int = 300) -> str:
     """``text`` on one line, printable, at most ``limit`` characters."""
     text = " ".join(str(text).split())
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
@@ -400,11 +421,11 @@ def load_checkpoint(path: str | os.PathLike, *, map_location=None,
                        if "Unsupported global" in line or "Unsupported operand" in line), "")
         raise RunFileError(
             f"{path}: refused: it holds objects other than tensors and plain data, which "
-            "could run code when loaded" + (f" ({_one_line(reason, 160)})" if reason else "")
+            "could run code when loaded" + (f" ({one_line(reason, 160)})" if reason else "")
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise RunFileError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
-                           f"{_one_line(exc, 160)})") from None
+                           f"{one_line(exc, 160)})") from None
     return _checked_layout(path, state, spec)
 
 
@@ -416,14 +437,14 @@ def _checked_layout(path: Path, state: Any, spec: RunSpec | None) -> dict[str, A
         raise bad(f"holds a {type(state).__name__}, not a dict")
     fmt = state.get("format")
     if fmt not in _READABLE_FORMATS:
-        raise bad(f"format {_one_line(repr(fmt), 40)}; this version reads formats "
+        raise bad(f"format {one_line(repr(fmt), 40)}; this version reads formats "
                   f"{', '.join(map(str, _READABLE_FORMATS))}")
     for key in ("step", "model", "vae_optimizer", "vae_scheduler", "rng", "running"):
         if key not in state:
             raise bad(f"no {key!r}")
     step = state["step"]
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise bad(f"step {_one_line(repr(step), 40)}")
+        raise bad(f"step {one_line(repr(step), 40)}")
     model = state["model"]
     if not isinstance(model, dict) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
@@ -451,7 +472,7 @@ def _checked_layout(path: Path, state: Any, spec: RunSpec | None) -> dict[str, A
         differ = sorted(k for k, v in stored.items() if current.get(k, v) != v)
         if differ:
             raise RunFileError(f"{path}: written by a run with other settings than its "
-                               f"{CONFIG} ({_one_line(', '.join(differ), 120)})")
+                               f"{CONFIG} ({one_line(', '.join(differ), 120)})")
     return state
 
 
@@ -490,4 +511,4 @@ def load_model_state(model: torch.nn.Module, state: dict[str, Any], path: Path) 
         model.load_state_dict(state["model"])
     except RuntimeError as exc:  # load_state_dict's error for missing keys or shapes
         raise RunFileError(f"{path}: does not match the model of its {CONFIG} "
-                           f"({_one_line(exc, 200)})") from None
+                           f"({one_line(exc, 200)})") from None

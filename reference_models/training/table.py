@@ -19,7 +19,6 @@ Examples
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -31,13 +30,12 @@ import pandas as pd
 
 from reference_models.data.registry import list_datasets
 from reference_models.models.registry import list_model_infos
+from reference_models.training.run_folder import MAX_METRICS_BYTES, read_json
 
 __all__ = ["COLUMNS", "collect_metrics", "summarise", "format_table", "TableError"]
 
 COLUMNS: tuple[str, ...] = ("D", "I", "C", "InfoM", "InfoE", "InfoC", "MSE")
 _DECIMALS = {"MSE": 1}
-# A train-reference metrics.json is a few hundred kilobytes at most.
-_MAX_METRICS_BYTES = 64 << 20
 
 
 class TableError(ValueError):
@@ -70,9 +68,7 @@ def collect_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
         if not file.is_file():
             raise FileNotFoundError(f"{path}: no metrics.json (is the run finished?)")
         try:
-            if file.stat().st_size > _MAX_METRICS_BYTES:
-                raise ValueError(f"{file.stat().st_size} bytes, more than any metrics.json")
-            data = json.loads(file.read_text())
+            data = read_json(file, max_bytes=MAX_METRICS_BYTES)
             table = data["table"]
             row = {"dataset": _name(data["dataset"]), "model": _name(data["model"]),
                    "seed": data.get("seed"), "path": str(file)}
@@ -83,11 +79,9 @@ def collect_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
                 row[column] = np.nan if value is None else float(value)
                 if math.isinf(row[column]):
                     raise ValueError(f"{column} is {value}")
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError,
-                RecursionError, OSError, UnicodeDecodeError) as exc:
-            detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        except (KeyError, TypeError, ValueError, OverflowError, OSError) as exc:
             raise TableError(f"{file}: not a train-reference metrics.json "
-                             f"({type(exc).__name__}: {_printable(detail)[:200]})") from None
+                             f"({type(exc).__name__}: {_printable(exc)[:200]})") from None
         rows.append(row)
     if not rows:
         raise TableError("no runs given")
