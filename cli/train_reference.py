@@ -120,9 +120,9 @@ def main(model, dataset, data_dir, preset, steps, batch_size, seed, device, out_
     if resume and force:
         raise click.UsageError("--resume and --force exclude each other")
 
+    from disentangle_eval import DataError
     from reference_models.data.base import DatasetError
     from reference_models.training.loop import train
-    from reference_models.training.memory import InsufficientMemoryError
     from reference_models.training.run_folder import RunFileError, RunFolderError, build_spec
 
     try:
@@ -140,7 +140,7 @@ def main(model, dataset, data_dir, preset, steps, batch_size, seed, device, out_
                         figures=not no_figures)
     except RunFolderError as exc:
         raise click.UsageError(str(exc)) from None
-    except (DatasetError, RunFileError, InsufficientMemoryError) as exc:
+    except (DatasetError, RunFileError, DataError) as exc:  # DataError: memory, scoring
         raise BadData(str(exc)) from None
     except FloatingPointError as exc:
         raise BadData(f"training diverged: {exc}") from None
@@ -163,9 +163,9 @@ def _device(name: str):
 def _figures_only(run_dir: Path, device: str, threads: int) -> None:
     import torch
 
+    from disentangle_eval import DataError
     from reference_models.data.base import DatasetError
     from reference_models.training.figures import make_figures
-    from reference_models.training.memory import InsufficientMemoryError
     from reference_models.training.run_folder import (
         CHECKPOINT, LATENTS, METRICS, RunFileError, RunFolderError,
     )
@@ -180,7 +180,7 @@ def _figures_only(run_dir: Path, device: str, threads: int) -> None:
         paths = make_figures(run_dir, device=_device(device))
     except RunFolderError as exc:
         raise click.UsageError(str(exc)) from None
-    except (DatasetError, RunFileError, InsufficientMemoryError) as exc:
+    except (DatasetError, RunFileError, DataError) as exc:
         raise BadData(str(exc)) from None
     for path in paths:
         click.echo(str(path))

@@ -23,9 +23,8 @@ from disentangle_eval.cli.train_reference import main
 from limits import run_limited
 from reference_models.training import loop
 from reference_models.training.loop import train
-from reference_models.training.memory import (
-    InsufficientMemoryError, check_training_fits, estimate_model,
-)
+from disentangle_eval import DataError
+from reference_models.training.memory import check_training_fits, estimate_model
 from reference_models.training.run_folder import (
     RunFileError, RunFolderError, build_spec, capture_rng_states, load_checkpoint,
     load_run_spec, load_trained_model, restore_rng_states, save_checkpoint,
@@ -304,7 +303,7 @@ def test_huge_width_in_config_json_is_refused_before_building(run_copy):
     result = _cli(["--figures-only", run_copy])
     assert result.exit_code == 1
     line = _one_error_line(result.output)
-    assert "needs at least" in line and "GiB of memory" in line and "width 10000000" in line
+    assert "needs about" in line and "TiB of memory" in line and "width 10000000" in line
 
 
 @pytest.mark.parametrize("breakage, message", [
@@ -336,7 +335,7 @@ def test_huge_batch_size_is_refused_under_a_memory_ceiling_and_leaves_nothing(tm
                         "--out", str(run_dir)], timeout=300)
     assert proc.returncode == 1, proc.stderr
     line = _one_error_line(proc.stderr)
-    assert "batch 100000000000" in line and "needs at least" in line
+    assert "batch 100000000000" in line and "needs about" in line
     assert "lower --batch-size" in line
     assert not run_dir.exists()
     # the same folder then takes a run of a sane size
@@ -345,7 +344,7 @@ def test_huge_batch_size_is_refused_under_a_memory_ceiling_and_leaves_nothing(tm
 
 
 @pytest.mark.parametrize("width, code, message", [
-    (100_000, 1, "needs at least"),
+    (100_000, 1, "needs about"),
     (2**62, 1, "too large to build"),
     (10**30, 2, "width must be at most 2**63 - 1"),
 ])
@@ -396,7 +395,7 @@ def test_cuda_without_a_gpu_is_a_usage_error(run_copy, tmp_path):
 @pytest.mark.parametrize("error, code", [
     (RunFolderError("the CUDA device folder"), 2),   # a usage error, whatever it says
     (RunFileError("bad device in checkpoint"), 1),
-    (InsufficientMemoryError("needs CUDA memory"), 1),
+    (DataError("needs CUDA memory"), 1),
     (FloatingPointError("step 3: non-finite"), 1),
     (ValueError("device"), 1),                       # unexpected: one line, exit 1
 ])
@@ -427,9 +426,10 @@ def test_training_memory_check_refuses_only_what_cannot_fit(monkeypatch):
     spec = _spec("ae")
     check_training_fits("ae", spec.model_config, batch_size=8, evaluation_rows=96,
                         n_factors=6, device=torch.device("cpu"))
-    from reference_models.training import memory
-    monkeypatch.setattr(memory, "available_bytes", lambda device: 1000)
-    with pytest.raises(InsufficientMemoryError,
-                       match=r"needs at least .* GiB of memory but only .* is available on cpu"):
+    from disentangle_eval import _validation
+    monkeypatch.setattr(_validation, "available_memory", lambda device: 1000)
+    with pytest.raises(DataError, match=r"training 'ae' \(10,663 parameters, batch 8, width "
+                                        r"4, .*\) needs about .* of memory but only 1000 bytes "
+                                        r"is available; lower --batch-size"):
         check_training_fits("ae", spec.model_config, batch_size=8, evaluation_rows=96,
                             n_factors=6, device=torch.device("cpu"))

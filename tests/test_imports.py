@@ -26,10 +26,6 @@ PENDING = {
     ("disentangle_eval._dci", "disentangle_eval._logistic"),
     ("disentangle_eval._gbt", "concurrent.futures"),
     ("disentangle_eval._gbt", "tqdm.auto"),
-    ("disentangle_eval.plotting", "disentangle_eval.io"),
-    ("disentangle_eval.environment", "numpy"),
-    ("disentangle_eval.environment", "torch"),
-    ("disentangle_eval.environment", "disentangle_eval"),
 }
 
 

@@ -114,7 +114,7 @@ def train(run_dir: str | os.PathLike, spec: RunSpec | None, *, device: str = "au
         A file of the folder to resume is unreadable, unsafe or does not match the run.
     reference_models.data.base.DatasetError
         The dataset's files are missing or malformed.
-    reference_models.training.memory.InsufficientMemoryError
+    disentangle_eval.DataError
         The model and batch cannot fit in the memory of ``device``.
     FloatingPointError
         A loss became NaN or infinite (training diverged).

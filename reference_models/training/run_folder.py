@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from disentangle_eval._validation import display_text
 from disentangle_eval.io import atomic_write
 from reference_models.config import ModelConfig, TrainConfig, with_overrides
 from reference_models.data.registry import dataset_names, get_dataset_info
@@ -324,10 +325,8 @@ def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def one_line(text, limit: int = 300) -> str:
-    """``text`` on one line, printable, at most ``limit`` characters."""
-    text = " ".join(str(text).split())
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    """``text`` (an exception's message, say) on one line, safe for the terminal."""
+    return display_text(" ".join(str(text).split()), limit)
 
 
 # -- checkpoint ------------------------------------------------------------------------
@@ -489,7 +488,7 @@ def load_trained_model(run_dir: str | os.PathLike, device="cpu"):
         No ``config.json`` or ``checkpoint.pt``.
     RunFileError
         A file that cannot be read, is unsafe, or does not match the configured model.
-    reference_models.training.memory.InsufficientMemoryError
+    disentangle_eval.DataError
         The configured model does not fit in memory.
     """
     spec = load_run_spec(run_dir)

@@ -28,6 +28,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from disentangle_eval._validation import display_text
 from reference_models.data.registry import list_datasets
 from reference_models.models.registry import list_model_infos
 from reference_models.training.run_folder import MAX_METRICS_BYTES, read_json
@@ -81,7 +82,7 @@ def collect_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
                     raise ValueError(f"{column} is {value}")
         except (KeyError, TypeError, ValueError, OverflowError, OSError) as exc:
             raise TableError(f"{file}: not a train-reference metrics.json "
-                             f"({type(exc).__name__}: {_printable(exc)[:200]})") from None
+                             f"({type(exc).__name__}: {display_text(exc, 200)})") from None
         rows.append(row)
     if not rows:
         raise TableError("no runs given")
@@ -143,8 +144,8 @@ def format_table(summary: pd.DataFrame, fmt: str = "markdown") -> str:
     """The summary as text: ``"markdown"``, ``"csv"`` (numbers, mean and std columns) or
     ``"latex"`` (a tabular with one block per dataset)."""
     if fmt == "csv":
-        printable = summary.assign(dataset=summary["dataset"].map(_printable),
-                                   model=summary["model"].map(_printable))
+        printable = summary.assign(dataset=summary["dataset"].map(display_text),
+                                   model=summary["model"].map(display_text))
         return printable.to_csv(index=False, float_format="%.6g")
     if fmt not in ("markdown", "latex"):
         raise ValueError(f"fmt must be 'markdown', 'csv' or 'latex': got {fmt!r}")
@@ -183,11 +184,6 @@ def format_table(summary: pd.DataFrame, fmt: str = "markdown") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _printable(text: str) -> str:
-    """``text`` with every non-printable character as its Python escape (``\\x1b``)."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
-
-
 # Characters Markdown (CommonMark, with GitHub's tables) gives a meaning inside a table
 # cell or a bold heading: emphasis, code, links, HTML and entities, cell borders.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&])")
@@ -198,9 +194,9 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 
 def _markdown(text: str) -> str:
     """``text`` as literal Markdown: printable, special characters backslash-escaped."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", _printable(text))
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", display_text(text))
 
 
 def _latex(text: str) -> str:
     """``text`` as literal LaTeX text: printable, special characters escaped."""
-    return "".join(_LATEX_SPECIAL.get(c, c) for c in _printable(text))
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in display_text(text))
