@@ -458,7 +458,7 @@ def _checked_layout(path: Path, state: Any, spec: RunSpec | None) -> dict[str, A
         raise bad("'rng' lacks a generator state")
     numpy_state = rng["numpy"]
     if fmt == 1 and isinstance(numpy_state, tuple) and len(numpy_state) == 5 and \
-            isinstance(numpy_state[1], np.ndarray):
+            isinstance(numpy_state[1], np.ndarray) and numpy_state[1].dtype == np.uint32:
         kind, key, pos, has_gauss, gauss = numpy_state
         numpy_state = [kind, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, gauss]
     if not (isinstance(numpy_state, (list, tuple)) and len(numpy_state) == 5
@@ -467,7 +467,10 @@ def _checked_layout(path: Path, state: Any, spec: RunSpec | None) -> dict[str, A
     state = {**state, "rng": {**rng, "numpy": list(numpy_state)}}
     if spec is not None and isinstance(state.get("config"), dict):
         # Fields added to the configs since the checkpoint was written are not in it.
-        stored, current = _flatten(state["config"]), _flatten(spec.to_dict())
+        try:
+            stored, current = _flatten(state["config"]), _flatten(spec.to_dict())
+        except RecursionError:
+            raise bad("'config' nested too deeply") from None
         differ = sorted(k for k, v in stored.items() if current.get(k, v) != v)
         if differ:
             raise RunFileError(f"{path}: written by a run with other settings than its "
