@@ -43,7 +43,7 @@ def _parse_metrics(_ctx, _param, value: str) -> tuple[str, ...]:
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="disentangle-eval")
 def main() -> None:
-    """Disentanglement metrics (DCI, InfoMEC) for latents from any encoder.
+    """Disentanglement metrics (DCI, InfoMEC, MIG, SAP, Modularity/Explicitness, IRS) for latents from any encoder.
 
     \b
     Example:
@@ -86,15 +86,17 @@ def _finite(_ctx, _param, value: float) -> float:
               help="gbt only: batched torch trees, or the scikit-learn reference path.")
 @click.option("--split", default="random", show_default=True,
               type=click.Choice(["random", "contiguous"]),
-              help="DCI train/test split: seeded permutation, or the first rows train "
+              help="Train/test split of the metrics that fit predictors (DCI, SAP, "
+                   "Explicitness; MIG, Modularity and IRS use its train rows): a seeded "
+                   "permutation, or the first rows train "
                    "(the reference convention).")
 @click.option("--train-fraction", default=0.9, show_default=True, callback=_finite,
               type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="DCI share of rows used for training.")
+              help="Share of rows used for training.")
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cpu", "cuda"]), help="Where to compute.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, MAX_SEED),
-              help="Seed of every random step (MI jitter, DCI split); 0 to 2**32-1, the "
+              help="Seed of every random step (MI jitter, train/test split, tie-breaking); 0 to 2**32-1, the "
                    "range every metric and backend accepts.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
@@ -220,7 +222,8 @@ def _planned_outputs(metrics) -> list[str]:
     """Files a run of ``metrics`` writes besides metrics.json."""
     from disentangle_eval._registry import METRICS
 
-    return [f for name in metrics for f in METRICS[name].output_files()]
+    # MIG and Modularity share the binned MI matrix and its heatmap: written once.
+    return list(dict.fromkeys(f for name in metrics for f in METRICS[name].output_files()))
 
 
 def _result_files() -> set[str]:
@@ -234,12 +237,16 @@ def _write_outputs(folder: Path, report: dict, results: dict, factor_names) -> N
     from disentangle_eval._registry import METRICS
     from disentangle_eval.io import write_json, write_npy
 
+    written: set[str] = set()
     for name, result in results.items():
         spec = METRICS[name]
         for matrix in spec.matrices:
-            write_npy(folder / f"{matrix}.npy", getattr(result, matrix))
-        if spec.heatmap is not None:
+            if f"{matrix}.npy" not in written:
+                write_npy(folder / f"{matrix}.npy", getattr(result, matrix))
+                written.add(f"{matrix}.npy")
+        if spec.heatmap is not None and spec.heatmap_file not in written:
             spec.heatmap(result, factor_names, folder / spec.heatmap_file)
+            written.add(spec.heatmap_file)
     write_json(folder / "metrics.json", report)
 
 

@@ -9,14 +9,14 @@ from click.testing import CliRunner
 
 from disentangle_eval.cli.main import main
 from reference_models.training.table import (
-    COLUMNS, TableError, collect_metrics, format_table, summarise,
+    COLUMNS, SUITE_COLUMNS, TableError, collect_metrics, format_table, summarise,
 )
 
 
-def _write_run(root, model, dataset, seed, values):
+def _write_run(root, model, dataset, seed, values, suite=None):
     run = root / f"{model}-{dataset}-{seed}"
     run.mkdir()
-    table = dict(zip(COLUMNS, values))
+    table = {**dict(zip(COLUMNS, values)), **dict(zip(SUITE_COLUMNS, suite or ()))}
     (run / "metrics.json").write_text(json.dumps(
         {"model": model, "dataset": dataset, "seed": seed, "table": table}))
     return run
@@ -206,3 +206,21 @@ def test_malformed_metrics_json_is_one_error(tmp_path, content, message):
         collect_metrics([run])
     result = CliRunner().invoke(main, ["table", str(run)])
     assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+def test_suite_columns_shown_when_runs_have_them(tmp_path):
+    old = _write_run(tmp_path, "qvae", "toyshapes", 1, [0.5] * 7)
+    new = _write_run(tmp_path, "qvae", "toyshapes", 2, [0.7] * 7, suite=[0.1, 0.2, 0.3, 0.4, 0.5])
+    text = format_table(summarise(collect_metrics([old])), "markdown")
+    assert "MIG" not in text and "IRS" not in text      # runs from before the suite
+    text = format_table(summarise(collect_metrics([old, new])), "markdown")
+    header = next(l for l in text.splitlines() if l.startswith("| model"))
+    assert [c.strip() for c in header.strip("|").split("|")][8:] == [
+        "MIG ↑", "SAP ↑", "Mod ↑", "Expl ↑", "IRS ↑", "seeds"]
+    row = next(l for l in text.splitlines() if l.startswith("| QVAE"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[8] == "0.10" and cells[12] == "0.50"   # the one run that has them
+    latex = format_table(summarise(collect_metrics([old, new])), "latex")
+    assert r"MIG$\uparrow$" in latex
+    rows = [l for l in latex.splitlines() if l.startswith(("model", "QVAE"))]
+    assert [r.count("&") for r in rows] == [13, 13]   # 12 value columns + seeds

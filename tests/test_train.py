@@ -108,6 +108,13 @@ def test_smoke_run_leaves_every_file(smoke_run):
     assert metrics["infomec"]["discrete"] is True
     assert metrics["mse_x1e4"] == pytest.approx(metrics["mse"] * 1e4)
     assert metrics["table"]["MSE"] == pytest.approx(metrics["mse_x1e4"])
+    # the standard suite too, its headline values in the table
+    assert metrics["table"]["MIG"] == metrics["mig"]["mig"]
+    assert metrics["table"]["SAP"] == metrics["sap"]["sap"]
+    assert metrics["table"]["Modularity"] == metrics["modularity"]["modularity"]
+    assert metrics["table"]["Explicitness"] == metrics["modularity"]["explicitness_test"]
+    assert metrics["table"]["IRS"] == metrics["irs"]["irs"]
+    assert np.array(metrics["mig"]["mutual_information"]).shape == (12, 6)
 
 
 def test_smoke_run_figures(smoke_run):

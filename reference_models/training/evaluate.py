@@ -17,10 +17,12 @@ Files
 ``factors.npz``
     ``factors``, ``factor_names``, ``factor_sizes``, ``n_train``.
 ``metrics.json``
-    DCI (contiguous split at ``n_train``) and InfoMEC (all rows) from
-    :mod:`disentangle_eval`, both on inputs checked once, the reconstruction MSE on the held-out images (per pixel, on
-    the [-0.5, 0.5] scale; ``mse_x1e4`` as the paper's Table 1), and ``table``: the
-    Table 1 columns D, I, C, InfoM, InfoE, InfoC, MSE (x 1e4).
+    Every registered metric of :mod:`disentangle_eval` on inputs checked once: DCI and
+    the suite metrics that fit a predictor on the contiguous split at ``n_train``,
+    InfoMEC on all rows, MIG/Modularity/IRS on their train rows; the reconstruction MSE
+    on the held-out images (per pixel, on the [-0.5, 0.5] scale; ``mse_x1e4`` as the
+    paper's Table 1), and ``table``: the Table 1 columns D, I, C, InfoM, InfoE, InfoC,
+    MSE (x 1e4), then MIG, SAP, Modularity, Explicitness (test) and IRS.
 """
 from __future__ import annotations
 
@@ -44,8 +46,9 @@ from reference_models.training.run_folder import METRICS as METRICS_FILE
 __all__ = ["protocol_factors", "encode_dataset", "score_latents", "evaluate_run",
            "TRAINING_METRICS"]
 
-# The metrics of metrics.json (the table reads their headline values).
-TRAINING_METRICS = ("dci", "infomec")
+# The metrics of metrics.json (the table reads their headline values): every registered
+# one, DCI and InfoMEC (the paper's Table 1) and the standard suite.
+TRAINING_METRICS = tuple(METRICS)
 
 
 def protocol_factors(dataset, n_train: int, n_test: int, seed: int) -> np.ndarray:
@@ -87,11 +90,11 @@ def encode_dataset(model, dataset, factors: np.ndarray, *, device, batch_size: i
 
 def score_latents(latents: np.ndarray, factors: np.ndarray, *, n_train: int, discrete: bool,
                   seed: int, device) -> tuple[dict[str, Any], Any, Any, list[str]]:
-    """DCI on the contiguous protocol split and InfoMEC on all rows.
+    """Every metric of :data:`TRAINING_METRICS` on the contiguous protocol split.
 
     The inputs are checked once (:func:`disentangle_eval._validation.check_inputs`) and
-    both metrics run on them through the metric registry, as ``disentangle-eval score``
-    runs them.
+    every metric runs on them through the metric registry, as ``disentangle-eval score``
+    runs them (InfoMEC uses all rows, the others the split).
 
     Returns the JSON-ready report parts and the two result objects, plus the warnings.
     """
@@ -149,7 +152,11 @@ def evaluate_run(run_dir: str | os.PathLike, model, dataset, spec, *, device,
                   "C": report["dci"]["completeness"],
                   "InfoM": report["infomec"]["infom"], "InfoE": report["infomec"]["infoe"],
                   "InfoC": report["infomec"]["infoc"],
-                  "MSE": None if mse is None else mse * 1e4},
+                  "MSE": None if mse is None else mse * 1e4,
+                  "MIG": report["mig"]["mig"], "SAP": report["sap"]["sap"],
+                  "Modularity": report["modularity"]["modularity"],
+                  "Explicitness": report["modularity"]["explicitness_test"],
+                  "IRS": report["irs"]["irs"]},
         "warnings": caught,
         "environment": environment_info(device),
     }

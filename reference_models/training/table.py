@@ -33,10 +33,21 @@ from reference_models.data.registry import list_datasets
 from reference_models.models.registry import list_model_infos
 from reference_models.training.run_folder import MAX_METRICS_BYTES, read_json
 
-__all__ = ["COLUMNS", "collect_metrics", "summarise", "format_table", "TableError"]
+__all__ = ["COLUMNS", "SUITE_COLUMNS", "collect_metrics", "summarise", "format_table",
+           "TableError"]
 
+# The paper's Table 1 columns (every run has them), then the standard suite's headline
+# values (runs evaluated before the suite existed lack them; shown when any run has them).
 COLUMNS: tuple[str, ...] = ("D", "I", "C", "InfoM", "InfoE", "InfoC", "MSE")
+SUITE_COLUMNS: tuple[str, ...] = ("MIG", "SAP", "Modularity", "Explicitness", "IRS")
+_ALL_COLUMNS = COLUMNS + SUITE_COLUMNS
 _DECIMALS = {"MSE": 1}
+_HEADERS = {"D": ("D ↑", r"$\mathsf{D}\uparrow$"), "I": ("I ↑", r"$\mathsf{I}\uparrow$"),
+            "C": ("C ↑", r"$\mathsf{C}\uparrow$"), "InfoM": ("InfoM ↑", r"InfoM$\uparrow$"),
+            "InfoE": ("InfoE ↑", r"InfoE$\uparrow$"), "InfoC": ("InfoC ↑", r"InfoC$\uparrow$"),
+            "MSE": ("MSE ×1e4 ↓", r"MSE$\downarrow$"), "MIG": ("MIG ↑", r"MIG$\uparrow$"),
+            "SAP": ("SAP ↑", r"SAP$\uparrow$"), "Modularity": ("Mod ↑", r"Mod$\uparrow$"),
+            "Explicitness": ("Expl ↑", r"Expl$\uparrow$"), "IRS": ("IRS ↑", r"IRS$\uparrow$")}
 
 
 class TableError(ValueError):
@@ -73,8 +84,8 @@ def collect_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
             table = data["table"]
             row = {"dataset": _name(data["dataset"]), "model": _name(data["model"]),
                    "seed": data.get("seed"), "path": str(file)}
-            for column in COLUMNS:
-                value = table[column]
+            for column in _ALL_COLUMNS:
+                value = table[column] if column in COLUMNS else table.get(column)
                 if isinstance(value, bool) or not isinstance(value, (int, float, type(None))):
                     raise TypeError(f"{column} is {type(value).__name__}, not a number")
                 row[column] = np.nan if value is None else float(value)
@@ -86,7 +97,7 @@ def collect_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
         rows.append(row)
     if not rows:
         raise TableError("no runs given")
-    return pd.DataFrame(rows, columns=["dataset", "model", "seed", "path", *COLUMNS])
+    return pd.DataFrame(rows, columns=["dataset", "model", "seed", "path", *_ALL_COLUMNS])
 
 
 def _name(value) -> str:
@@ -116,9 +127,11 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds per (dataset, model), in the paper's model order.
 
     Returns a frame with columns ``dataset, model, n`` and ``<col>_mean``, ``<col>_std``
-    for each of :data:`COLUMNS` (std NaN for a single run).
+    for each of :data:`COLUMNS` and of the :data:`SUITE_COLUMNS` that any run has (std NaN
+    for a single run).
     """
-    grouped = runs.groupby(["dataset", "model"], sort=False)[list(COLUMNS)]
+    columns = _shown_columns(runs)
+    grouped = runs.groupby(["dataset", "model"], sort=False)[columns]
     mean = grouped.mean().add_suffix("_mean")
     std = grouped.std(ddof=1).add_suffix("_std")
     count = grouped.size().rename("n")
@@ -126,8 +139,12 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     summary["_rank"] = summary["model"].map(_model_rank)
     summary["_dataset_rank"] = summary["dataset"].map(_dataset_rank)
     summary = summary.sort_values(["_dataset_rank", "dataset", "_rank", "model"], kind="stable")
-    ordered = ["dataset", "model", "n"] + [f"{c}_{s}" for c in COLUMNS for s in ("mean", "std")]
+    ordered = ["dataset", "model", "n"] + [f"{c}_{s}" for c in columns for s in ("mean", "std")]
     return summary[ordered].reset_index(drop=True)
+
+
+def _shown_columns(runs: pd.DataFrame) -> list[str]:
+    return list(COLUMNS) + [c for c in SUITE_COLUMNS if c in runs and runs[c].notna().any()]
 
 
 def _cell(mean: float, std: float, decimals: int, pm: str) -> str:
@@ -151,15 +168,15 @@ def format_table(summary: pd.DataFrame, fmt: str = "markdown") -> str:
         raise ValueError(f"fmt must be 'markdown', 'csv' or 'latex': got {fmt!r}")
     pm = " ± " if fmt == "markdown" else " $\\pm$ "
     escape = _markdown if fmt == "markdown" else _latex
-    header = ["model", "D ↑", "I ↑", "C ↑", "InfoM ↑", "InfoE ↑", "InfoC ↑", "MSE ×1e4 ↓",
-              "seeds"]
+    columns = [c for c in _ALL_COLUMNS if f"{c}_mean" in summary]
+    header = ["model"] + [_HEADERS[c][0] for c in columns] + ["seeds"]
     blocks: list[tuple[str, list[list[str]]]] = []
     for dataset, group in summary.groupby("dataset", sort=False):
         body = []
         for _, row in group.iterrows():
             cells = [escape(_display_name(row["model"]))]
             cells += [_cell(row[f"{c}_mean"], row[f"{c}_std"], _DECIMALS.get(c, 2), pm)
-                      for c in COLUMNS]
+                      for c in columns]
             cells.append(str(int(row["n"])))
             body.append(cells)
         blocks.append((escape(str(dataset)), body))
@@ -171,9 +188,7 @@ def format_table(summary: pd.DataFrame, fmt: str = "markdown") -> str:
             lines += ["| " + " | ".join(cells) + " |" for cells in body]
             lines.append("")
         return "\n".join(lines).rstrip() + "\n"
-    latex_header = ["model", r"$\mathsf{D}\uparrow$", r"$\mathsf{I}\uparrow$",
-                    r"$\mathsf{C}\uparrow$", r"InfoM$\uparrow$", r"InfoE$\uparrow$",
-                    r"InfoC$\uparrow$", r"MSE$\downarrow$", "seeds"]
+    latex_header = ["model"] + [_HEADERS[c][1] for c in columns] + ["seeds"]
     lines = [r"\begin{tabular}{l" + "c" * (len(latex_header) - 1) + "}", r"\toprule",
              " & ".join(latex_header) + r" \\"]
     for dataset, body in blocks:
