@@ -13,6 +13,9 @@ import click
 __all__ = ["EXIT_BAD_DATA", "BadData", "OneLineErrors", "Group", "Command"]
 
 EXIT_BAD_DATA = 1
+_MAX_MESSAGE = 2000
+# How torch reports an allocation it could not make: CPU allocator text, CUDA's own type.
+_TORCH_OUT_OF_MEMORY = ("can't allocate memory", "CUDA out of memory")
 
 
 class BadData(click.ClickException):
@@ -21,7 +24,13 @@ class BadData(click.ClickException):
     exit_code = EXIT_BAD_DATA
 
     def show(self, file=None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+        # One line whatever the message holds (a library's multi-line text, user names).
+        from disentangle_eval._validation import display_text
+
+        click.echo(f"error: {display_text(self.format_message(), _MAX_MESSAGE)}", err=True)
+
+
+_OUT_OF_MEMORY = "out of memory; use fewer samples or a machine with more memory"
 
 
 class OneLineErrors:
@@ -33,11 +42,12 @@ class OneLineErrors:
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except MemoryError:
-            raise BadData("out of memory; use fewer samples or a machine with more "
-                          "memory") from None
+            raise BadData(_OUT_OF_MEMORY) from None
         except Exception as exc:  # noqa: BLE001 - the last line of defence of a CLI
             if os.environ.get("DISENTANGLE_EVAL_DEBUG"):
                 raise
+            if isinstance(exc, RuntimeError) and any(s in str(exc) for s in _TORCH_OUT_OF_MEMORY):
+                raise BadData(_OUT_OF_MEMORY) from None
             raise BadData(f"unexpected {type(exc).__name__}: {exc} (set "
                           "DISENTANGLE_EVAL_DEBUG=1 for the traceback)") from None
 

@@ -521,3 +521,22 @@ def test_ctrl_c_exits_130_promptly_and_writes_nothing(tmp_path):
     assert stdout == ""
     assert waited < 10, waited
     assert not out.exists() and _staging_dirs(tmp_path) == []
+
+
+@pytest.mark.parametrize("error, expected", [
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate "
+                  "memory: you tried to allocate 7340032000 bytes"), "error: out of memory"),
+    (ValueError("first line\nsecond line \x1b[31mred"), r"second line \x1b[31mred"),
+])
+def test_unexpected_errors_are_one_line(small, monkeypatch, error, expected):
+    import disentangle_eval._registry as registry
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(registry, "run_metric", fail)
+    path = small[0]
+    result = CliRunner().invoke(main, ["score", str(path), "--factors", str(path),
+                                       "--metrics", "infomec"])
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and expected in result.stderr
