@@ -178,9 +178,6 @@ def test_torch_gbt_worker_threads_give_the_same_fit():
         assert torch.equal(fit.importance, fits[0].importance)
         assert torch.equal(fit.predict_train, fits[0].predict_train)
         assert torch.equal(fit.predict_test, fits[0].predict_test)
-    with pytest.raises(ValueError, match="target column 3 has a single class"):
-        fit_gbt_classifiers(x[:200], torch.cat([y[:200], y[:200, :1] * 0], 1), x[200:],
-                            n_estimators=2, workers=2)
 
 
 def test_torch_gbt_ignores_reduced_float32_matmul_precision():
@@ -202,14 +199,15 @@ def test_torch_gbt_ignores_reduced_float32_matmul_precision():
 
 def test_torch_gbt_histogram_precision_follows_the_largest_bin(monkeypatch):
     import disentangle_eval._gbt as gbt
+    from disentangle_eval._gbt_binning import histogram_precision
 
-    assert gbt._histogram_dtype(60) == torch.float32 and gbt._gradient_bits(60, torch.float32) == 18
-    assert gbt._histogram_dtype(255) == torch.float32
-    assert gbt._histogram_dtype(256) == torch.float64 and gbt._gradient_bits(256, torch.float64) == 30
+    assert histogram_precision(60) == (torch.float32, 18)
+    assert histogram_precision(255) == (torch.float32, 16)
+    assert histogram_precision(256) == (torch.float64, 30)
     latents, factors = _small_problem(600)
     x, y = torch.as_tensor(latents), torch.as_tensor(factors)
     fast = gbt.fit_gbt_classifiers(x[:400], y[:400], x[400:], n_estimators=10)
-    monkeypatch.setattr(gbt, "_histogram_dtype", lambda largest_bin: torch.float64)
+    monkeypatch.setattr(gbt, "histogram_precision", lambda largest_bin: (torch.float64, 30))
     exact = gbt.fit_gbt_classifiers(x[:400], y[:400], x[400:], n_estimators=10)
     # 18 instead of 30 fractional gradient bits: the same trees up to near-ties.
     torch.testing.assert_close(fast.importance, exact.importance, atol=1e-4, rtol=0)
