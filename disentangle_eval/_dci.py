@@ -2,28 +2,20 @@
 
 One classifier per factor predicts the factor's value from all latents; its feature
 importances form one column of the importance matrix ``R`` (rows = latents, columns =
-factors, each column summing to one). From ``R``:
-
-- disentanglement ``D = sum_i rho_i (1 - H_F(P_i.))`` with ``P_i. = R_i. / sum_j R_ij`` and
-  ``rho_i = sum_j R_ij / sum_ij R_ij`` (entropy base = number of factors);
-- completeness ``C = sum_j rho_j (1 - H_d(P~_.j))`` with the column distributions
-  (entropy base = number of latents);
-- informativeness: the classifiers' mean accuracy on the training and on the test rows.
-
-The entropies follow disentanglement_lib exactly (``1e-11`` added before normalising, weights
-uniform when ``R`` is all zero), so :func:`disentanglement` and :func:`completeness` return
-its numbers for any importance matrix.
+factors, each column summing to one). From ``R``, disentanglement and completeness
+(:mod:`disentangle_eval._dci_scores`, disentanglement_lib's entropy formulas);
+informativeness is the classifiers' mean accuracy on the training and on the test rows.
 """
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.special
 import torch
 
+from disentangle_eval._dci_scores import (completeness, completeness_per_factor, disentanglement,
+                                          disentanglement_per_code)
 from disentangle_eval._results import MetricResult
 from disentangle_eval._split import (check_split_options, require_two_classes, split_rows,
                                      split_warnings)
@@ -35,104 +27,6 @@ __all__ = ["DCIResult", "dci", "dci_from_inputs", "disentanglement", "completene
 
 PREDICTORS = ("gbt", "random_forest", "logistic")
 BACKENDS = ("torch", "sklearn")
-
-
-# --------------------------------------------------------------------------------------
-# Scores of an importance matrix
-# --------------------------------------------------------------------------------------
-
-def _importance_matrix(importance) -> np.ndarray:
-    matrix = np.asarray(importance, dtype=np.float64)
-    if matrix.ndim != 2:
-        raise ValueError(f"importance must be 2-D (n_latents, n_factors): shape is {matrix.shape}")
-    if matrix.size == 0:
-        raise ValueError(f"importance must not be empty: shape is {matrix.shape}")
-    if not np.all(np.isfinite(matrix)) or np.any(matrix < 0):
-        raise ValueError("importance must hold finite non-negative values")
-    return matrix
-
-
-def _one_minus_entropy(distributions: np.ndarray, base: int) -> np.ndarray:
-    """``1 - H_base`` of each column of ``distributions`` (+1e-11, then normalised).
-
-    The reference's ``scipy.stats.entropy(p + 1e-11, base=base)``, written out with the
-    same operations (``scipy.stats`` alone takes about a second to import).
-    """
-    if base == 1:  # a single outcome: zero entropy (scipy would divide by log 1 = 0)
-        return np.ones(distributions.shape[1])
-    p = distributions + 1e-11
-    p = p / np.sum(p, axis=0, keepdims=True)
-    return 1.0 - np.sum(scipy.special.entr(p), axis=0) / np.log(base)
-
-
-def disentanglement_per_code(importance) -> np.ndarray:
-    """Disentanglement ``1 - H_F(P_i.)`` of each latent, shape (n_latents,)."""
-    matrix = _importance_matrix(importance)
-    return _one_minus_entropy(matrix.T, matrix.shape[1])
-
-
-def completeness_per_factor(importance) -> np.ndarray:
-    """Completeness ``1 - H_d(P~_.j)`` of each factor, shape (n_factors,)."""
-    matrix = _importance_matrix(importance)
-    return _one_minus_entropy(matrix, matrix.shape[0])
-
-
-def disentanglement(importance) -> float:
-    """Disentanglement score of an importance matrix, as disentanglement_lib computes it.
-
-    Parameters
-    ----------
-    importance : array-like of shape (n_latents, n_factors)
-        Non-negative importances, rows = latents, columns = factors.
-
-    Returns
-    -------
-    float
-        ``sum_i rho_i (1 - H_F(P_i.))``; code weights ``rho_i`` are the row sums over the
-        total (uniform when the matrix is all zero).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> round(disentanglement(np.eye(3)), 6)
-    1.0
-    >>> round(disentanglement(np.hstack([np.eye(5), np.eye(5)])), 6)  # 1 - log 2 / log 10
-    0.69897
-    """
-    matrix = _importance_matrix(importance)
-    per_code = _one_minus_entropy(matrix.T, matrix.shape[1])
-    if matrix.sum() == 0.0:
-        matrix = np.ones_like(matrix)
-    weights = matrix.sum(axis=1) / matrix.sum()
-    return float(np.sum(per_code * weights))
-
-
-def completeness(importance) -> float:
-    """Completeness score of an importance matrix, as disentanglement_lib computes it.
-
-    Parameters
-    ----------
-    importance : array-like of shape (n_latents, n_factors)
-        Non-negative importances, rows = latents, columns = factors.
-
-    Returns
-    -------
-    float
-        ``sum_j rho_j (1 - H_d(P~_.j))``; factor weights are the column sums over the
-        total (uniform when the matrix is all zero).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> round(completeness(np.vstack([np.eye(5), np.eye(5)])), 6)  # 1 - log 2 / log 10
-    0.69897
-    """
-    matrix = _importance_matrix(importance)
-    per_factor = _one_minus_entropy(matrix, matrix.shape[0])
-    if matrix.sum() == 0.0:
-        matrix = np.ones_like(matrix)
-    weights = matrix.sum(axis=0) / matrix.sum()
-    return float(np.sum(per_factor * weights))
 
 
 # --------------------------------------------------------------------------------------

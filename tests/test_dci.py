@@ -42,7 +42,7 @@ def test_analytic_importance_matrices(name):
 def test_entropy_is_scipy_stats_entropy_bit_for_bit():
     import scipy.stats
 
-    from disentangle_eval._dci import _one_minus_entropy
+    from disentangle_eval._dci_scores import _one_minus_entropy
 
     rng = np.random.default_rng(0)
     for shape in [(12, 6), (14, 7), (5, 40)]:
@@ -381,10 +381,12 @@ def test_cuda_matches_cpu():
 
 
 def test_docstring_examples():
-    import disentangle_eval._dci as module
+    import disentangle_eval._dci as dci_module
+    import disentangle_eval._dci_scores as scores_module
 
-    failures, _ = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert failures == 0
+    for module in (dci_module, scores_module):
+        failures, tested = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert failures == 0 and tested > 0
 
 
 def test_progress_bar_goes_to_stderr(capsys, monkeypatch):
