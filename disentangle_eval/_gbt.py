@@ -74,7 +74,8 @@ class GBTFit:
 def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
                         *, n_estimators: int = 100, learning_rate: float = 0.1,
                         max_depth: int = 3, max_bins: int = 256, seed: int = 0,
-                        progress: bool = False, workers: int | None = None) -> GBTFit:
+                        progress: bool = False, workers: int | None = None,
+                        block_rows: int = 4096) -> GBTFit:
     """Fit one gradient-boosted tree classifier per column of ``y_train``, all at once.
 
     Parameters
@@ -96,6 +97,9 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
         targets' classifiers are independent, so the result is the same for any value;
         on CPU two single-threaded fits of half the trees each are faster than one fit
         whose small element-wise operations are split over two threads.
+    block_rows : int, default=4096
+        Training rows per block of the histogram products (any value gives the same
+        result; blocks whose operands fit in cache keep the cost per row constant).
 
     Returns
     -------
@@ -119,7 +123,8 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
     counts = bin_counts(binned)
     onehot = None
     if binned.bins.shape[0]:
-        onehot = one_hot_bins(binned, histogram_precision(int(counts.max()))[0])
+        onehot = one_hot_bins(binned, histogram_precision(int(counts.max()))[0],
+                              block_rows)
     shared = dict(binned=binned, onehot=onehot, counts=counts, x_test=x_test,
                   n_features=x_train.shape[1], **options)
     groups = _balanced_groups(trees, max(1, min(int(workers), n_targets)))

@@ -125,25 +125,39 @@ def bin_counts(binned: BinnedFeatures) -> torch.Tensor:
                           minlength=d * binned.n_bins).view(d, binned.n_bins)
 
 
-def one_hot_bins(binned: BinnedFeatures, dtype: torch.dtype) -> torch.Tensor:
-    """Sparse CSR one-hot matrix of shape (n_active * n_bins, n_samples): row
-    ``j * n_bins + b`` has a one for each training row whose feature ``j`` is in bin ``b``."""
+def one_hot_bins(binned: BinnedFeatures, dtype: torch.dtype,
+                 block_rows: int = 4096) -> list[tuple[int, int, torch.Tensor]]:
+    """The one-hot bin matrix of shape (n_active * n_bins, n_samples), in blocks of at most
+    ``block_rows`` training rows: a list of (first row, end row, sparse CSR matrix of the
+    block's columns). Row ``j * n_bins + b`` of a block's matrix has a one for each of its
+    training rows whose feature ``j`` is in bin ``b``.
+
+    A product with a block reads only that block's rows of the dense operand, which then
+    stay in cache while the one-hot matrix visits them in bin order.
+    """
     d, n = binned.bins.shape
-    device = binned.bins.device
-    rows = (binned.bins + binned.n_bins * torch.arange(d, device=device)[:, None]).reshape(-1)
+    return [(start, min(n, start + block_rows),
+             _one_hot(binned.bins[:, start:start + block_rows], binned.n_bins, dtype))
+            for start in range(0, n, block_rows)]
+
+
+def _one_hot(bins: torch.Tensor, n_bins: int, dtype: torch.dtype) -> torch.Tensor:
+    """Sparse CSR one-hot matrix (d * n_bins, n) of bins (d, n)."""
+    d, n = bins.shape
+    device = bins.device
+    rows = (bins + n_bins * torch.arange(d, device=device)[:, None]).reshape(-1)
     cols = torch.arange(n, device=device).repeat(d)
     order = torch.argsort(rows, stable=True)  # stable: samples in order within a bin
-    counts = torch.bincount(rows, minlength=d * binned.n_bins)
-    crow = torch.zeros(d * binned.n_bins + 1, dtype=torch.int64, device=device)
+    counts = torch.bincount(rows, minlength=d * n_bins)
+    crow = torch.zeros(d * n_bins + 1, dtype=torch.int64, device=device)
     crow[1:] = torch.cumsum(counts, 0)
     cols = cols[order]
     if d * n < 2 ** 31:  # int32 indices: MKL's own index type, no conversion per product
         crow, cols = crow.to(torch.int32), cols.to(torch.int32)
     with warnings.catch_warnings():  # torch's one-time "CSR support is in beta" notice
         warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
-        return torch.sparse_csr_tensor(crow, cols,
-                                       torch.ones(d * n, dtype=dtype, device=device),
-                                       (d * binned.n_bins, n), check_invariants=False)
+        return torch.sparse_csr_tensor(crow, cols, torch.ones(d * n, dtype=dtype, device=device),
+                                       (d * n_bins, n), check_invariants=False)
 
 
 def histogram_precision(largest_bin: int) -> tuple[torch.dtype, int]:

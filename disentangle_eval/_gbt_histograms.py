@@ -12,10 +12,13 @@ membership of row ``i`` in node ``m`` of tree ``t``. Both are sparse-dense produ
 
 Only the left children of a level are summed here; the caller takes the right
 children as parent minus left (on cumulative sums). The dense operands are stored in
-blocks of at most about 48 trees, each a contiguous (n, block) matrix, so that every
-product has a cache-sized operand and a preallocated output. The count products carry
-``pack`` trees per column, their 0/1 masks as base-2**count_bits digits (a bin holds
-fewer than 2**count_bits rows, so digit sums do not carry), and are unpacked after.
+blocks of at most about 48 trees, each a contiguous (n, block) matrix, and the one-hot
+matrix in blocks of rows (:func:`~disentangle_eval._gbt_binning.one_hot_bins`): each
+block of rows is masked, packed, multiplied and summed in turn while its rows of the
+operands are in cache, so that the cost per row does not grow with the number of rows.
+The count products carry ``pack`` trees per column, their 0/1 masks as
+base-2**count_bits digits (a bin holds fewer than 2**count_bits rows, so digit sums do
+not carry), and are unpacked after.
 """
 from __future__ import annotations
 
@@ -28,22 +31,32 @@ __all__ = ["Histograms", "HistogramPlan"]
 
 
 @dataclass(frozen=True)
+class _RowBlock:
+    """One block of training rows of a level's histograms (views made once per fit)."""
+
+    first: bool                 # the first block writes the outputs, the others add
+    onehot: torch.Tensor        # (R, rows of the block), sparse CSR
+    masks: list                 # (node ids, id of the node to sum, 0/1 mask out)
+    packing: list               # (masks (rows * columns, pack), packed column)
+    masks_grouped: torch.Tensor | None   # (nodes, blocks, rows, columns, pack)
+    packed_masks: torch.Tensor | None    # (nodes, blocks, rows, columns)
+    count_products: list        # (packed masks, output) pairs
+    operands: torch.Tensor | None        # (nodes, blocks, rows, block): masks
+    gradients: torch.Tensor     # (blocks, rows, block): rounded gradients
+    products: list              # (masked gradients, output) pairs
+
+
+@dataclass(frozen=True)
 class HistogramPlan:
     """The views that one level's histogram call works on, made once per fit.
 
-    ``products`` and ``count_products`` are (dense operand, output) pairs of the sparse
-    products; ``gradient_copies`` copy each block's sums into the caller's (R, nodes, T)
+    ``gradient_copies`` copy each tree block's sums into the caller's (R, nodes, T)
     float64 output. The count fields are ``None`` at the root, which has no masks.
     """
 
-    products: list
+    root: bool
+    row_blocks: list
     gradient_copies: list
-    operands: torch.Tensor | None = None
-    masks_by_pack: torch.Tensor | None = None       # (masks / pack, pack)
-    masks_grouped: torch.Tensor | None = None       # (nodes, blocks, n, columns, pack)
-    packed_masks: torch.Tensor | None = None        # (nodes, blocks, n, columns)
-    packed_column: torch.Tensor | None = None       # the same as one column
-    count_products: list | None = None
     packed_sums: torch.Tensor | None = None         # count product outputs, (R, ...)
     packed_int: torch.Tensor | None = None
     digits: torch.Tensor | None = None
@@ -52,11 +65,13 @@ class HistogramPlan:
 
 
 class Histograms:
-    """Histogram products of ``n_trees`` trees on the one-hot matrix ``onehot`` (R, n).
+    """Histogram products of ``n_trees`` trees on the one-hot bin matrix.
 
     Parameters
     ----------
-    onehot : sparse CSR tensor of shape (R, n), float32 or float64
+    onehot : list of (first row, end row, sparse CSR tensor of shape (R, rows))
+        The one-hot bin matrix in blocks of rows, float32 or float64
+        (:func:`~disentangle_eval._gbt_binning.one_hot_bins`).
     n_trees : int
     largest_bin : int
         Most training rows in one bin (sets the count digits' width).
@@ -66,12 +81,11 @@ class Histograms:
         Most trees per dense operand block.
     """
 
-    def __init__(self, onehot: torch.Tensor, n_trees: int, largest_bin: int,
-                 max_parents: int, block_columns: int = 48):
-        rows, n = onehot.shape
-        device, dtype = onehot.device, onehot.dtype
-        self.onehot = onehot
-        self.n_trees = n_trees
+    def __init__(self, onehot: list, n_trees: int, largest_bin: int, max_parents: int,
+                 block_columns: int = 48):
+        rows, n = onehot[0][2].shape[0], onehot[-1][1]
+        device, dtype = onehot[0][2].device, onehot[0][2].dtype
+        self.onehot, self.n_rows, self.n_trees = onehot, n, n_trees
         # Packed count sums are integers below 2**24 (float32) or 2**53 (float64).
         self.count_bits = max(1, int(largest_bin).bit_length())
         mantissa = 24 if dtype == torch.float32 else 53
@@ -87,9 +101,9 @@ class Histograms:
                                                            dtype=self.digit_dtype)
         # Rounded gradients, block-major.
         self.gradients = torch.zeros(self.n_blocks, n, block, dtype=dtype, device=device)
-        # The caller writes the left children's 0/1 masks here; they are packed into the
-        # count operands, then multiplied by the gradients in place. Zeros: padded trees'
-        # columns are never written and must stay zero masks.
+        # The nodes' 0/1 masks, packed into the count operands, then multiplied by the
+        # gradients in place. Zeros: padded trees' columns are never written and must
+        # stay zero masks.
         self.operands = torch.zeros(max_parents, self.n_blocks, n, block, dtype=dtype,
                                     device=device)
         self.packed_masks = torch.empty(max_parents, self.n_blocks, n, columns, dtype=dtype,
@@ -117,78 +131,102 @@ class Histograms:
             width = min(self.block, self.n_trees - start)
             self.gradients[s, :, :width].copy_(rounded[:, start:start + width])
 
-    def mask_views(self, parents: int) -> list[list[tuple[int, torch.Tensor]]]:
-        """Per parent, per block: (first tree, (n, trees of the block) view) into which the
-        caller writes the 0/1 masks of that parent's left child."""
-        return [[(s * self.block,
-                  self.operands[m, s, :, :min(self.block, self.n_trees - s * self.block)])
-                 for s in range(self.n_blocks)] for m in range(parents)]
+    def plan(self, out_gradients: torch.Tensor, out_counts: torch.Tensor | None = None,
+             node: torch.Tensor | None = None, summed: torch.Tensor | None = None
+             ) -> HistogramPlan:
+        """The plan of one level, written into ``out_gradients`` (R, nodes, T) float64 and
+        ``out_counts`` (R, nodes, T) float32, the caller's cumulative-sum buffers.
 
-    def plan(self, parents: int | None, out_gradients: torch.Tensor,
-             out_counts: torch.Tensor | None = None) -> HistogramPlan:
-        """The plan of one level: ``parents`` left children (``None``: the root, all rows,
-        no counts), written into ``out_gradients`` (R, nodes, T) float64 and
-        ``out_counts`` (R, nodes, T) float32, the caller's cumulative-sum buffers."""
-        rows, n = self.onehot.shape
-        root = parents is None
-        nodes = 1 if root else parents
+        The nodes summed are, for each tree ``t``, those of id ``summed[m, t]`` (nodes, T)
+        in the training rows' node ids ``node`` (n, T); without them, the root (all rows,
+        no counts).
+        """
+        rows = self.onehot[0][2].shape[0]
+        root = node is None
+        nodes = 1 if root else summed.shape[0]
         operand = self.gradients[None] if root else self.operands[:nodes]
         sums = self.gradient_sums[:nodes]
-        products = [(operand[m, s], sums[m, s])
-                    for m in range(nodes) for s in range(self.n_blocks)]
         copies = []
         for s in range(self.n_blocks):
             start = s * self.block
             width = min(self.block, self.n_trees - start)
             copies.append((sums[:, s, :, :width].permute(1, 0, 2),
                            out_gradients[:, :, start:start + width]))
+        row_blocks = [self._row_block(k, operand, sums, node, summed)
+                      for k in range(len(self.onehot))]
         if root:
-            return HistogramPlan(products=products, gradient_copies=copies)
-        columns = self.block // self.pack
-        packed_masks = self.packed_masks[:nodes]
-        packed_sums = self.packed_sums[:nodes]
-        packed_shape = (rows, nodes, self.n_blocks, columns, 1)
+            return HistogramPlan(root=True, row_blocks=row_blocks, gradient_copies=copies)
+        packed_shape = (rows, nodes, self.n_blocks, self.block // self.pack, 1)
         packed_int = self.packed_int[:math.prod(packed_shape)].view(packed_shape)
-        digits = self.digits[:packed_int.numel() * self.pack].view(
-            rows, nodes, self.n_blocks, columns, self.pack)
+        digits = self.digits[:packed_int.numel() * self.pack].view(*packed_shape[:-1],
+                                                                   self.pack)
         return HistogramPlan(
-            products=products, gradient_copies=copies, operands=operand,
-            masks_by_pack=operand.view(-1, self.pack),
-            masks_grouped=operand.view(nodes, self.n_blocks, n, columns, self.pack),
-            packed_masks=packed_masks, packed_column=packed_masks.view(-1, 1),
-            count_products=[(packed_masks[m, s], packed_sums[m, s])
-                            for m in range(nodes) for s in range(self.n_blocks)],
-            packed_sums=packed_sums.permute(2, 0, 1, 3)[..., None],
+            root=False, row_blocks=row_blocks, gradient_copies=copies,
+            packed_sums=self.packed_sums[:nodes].permute(2, 0, 1, 3)[..., None],
             packed_int=packed_int, digits=digits,
             counts_by_tree=digits.view(rows, nodes, self.n_trees_pad)[:, :, :self.n_trees],
             out_counts=out_counts)
 
+    def _row_block(self, k: int, operand, sums, node, summed) -> _RowBlock:
+        start, stop, onehot = self.onehot[k]
+        rows = slice(start, stop)
+        pairs = [(m, s) for m in range(operand.shape[0]) for s in range(self.n_blocks)]
+        products = [(operand[m, s, rows], sums[m, s]) for m, s in pairs]
+        if node is None:
+            return _RowBlock(first=k == 0, onehot=onehot, masks=[], packing=[],
+                             masks_grouped=None, packed_masks=None, count_products=[],
+                             operands=None, gradients=self.gradients[:, rows],
+                             products=products)
+        packed_masks = self.packed_masks[:operand.shape[0], :, rows]
+        masks = []
+        for m, s in pairs:
+            trees = slice(s * self.block, min((s + 1) * self.block, self.n_trees))
+            masks.append((node[rows, trees], summed[m, trees],
+                          operand[m, s, rows, :trees.stop - trees.start]))
+        return _RowBlock(
+            first=k == 0, onehot=onehot, masks=masks,
+            packing=[(operand[m, s, rows].view(-1, self.pack),
+                      packed_masks[m, s].view(-1, 1)) for m, s in pairs],
+            masks_grouped=operand[:, :, rows].view(*packed_masks.shape, self.pack),
+            packed_masks=packed_masks,
+            count_products=[(packed_masks[m, s], self.packed_sums[m, s]) for m, s in pairs],
+            operands=operand[:, :, rows], gradients=self.gradients[:, rows],
+            products=products)
+
     def __call__(self, plan: HistogramPlan) -> None:
-        """Sum the gradients (and, below the root, the counts) of the plan's nodes, whose
-        masks the caller has written into :meth:`mask_views`."""
-        onehot = self.onehot
-        root = plan.count_products is None
-        if not root:
-            if self.pack_by_product:
-                torch.mm(plan.masks_by_pack, self.digit_weights, out=plan.packed_column)
-            else:
-                plan.packed_masks.copy_(plan.masks_grouped[..., 0])
-                for i in range(1, self.pack):
-                    plan.packed_masks.add_(plan.masks_grouped[..., i],
-                                           alpha=2.0 ** (self.count_bits * i))
-            for operand, sums in plan.count_products:
-                torch.mm(onehot, operand, out=sums)
-            plan.operands.mul_(self.gradients)                       # masked gradients
-        for operand, sums in plan.products:
-            torch.mm(onehot, operand, out=sums)
+        """Sum the gradients (and, below the root, the counts) of the plan's nodes."""
+        for block in plan.row_blocks:
+            if not plan.root:
+                for node_ids, summed_id, mask in block.masks:
+                    torch.eq(node_ids, summed_id, out=mask)
+                if self.pack_by_product:
+                    for masks, packed in block.packing:
+                        torch.mm(masks, self.digit_weights, out=packed)
+                else:
+                    block.packed_masks.copy_(block.masks_grouped[..., 0])
+                    for i in range(1, self.pack):
+                        block.packed_masks.add_(block.masks_grouped[..., i],
+                                                alpha=2.0 ** (self.count_bits * i))
+                _products(block, block.count_products)
+                block.operands.mul_(block.gradients)                   # masked gradients
+            _products(block, block.products)
         # (nodes, S, R, W) -> (R, nodes, T) in float64, still in integer units: scaling
         # by a power of two would change no split and, after normalisation, no importance.
         for source, target in plan.gradient_copies:
             target.copy_(source)
-        if root:
+        if plan.root:
             return
         plan.packed_int.copy_(plan.packed_sums)
         # Unpacked in integers: CUDA has no bitwise kernels that write float outputs.
         torch.bitwise_right_shift(plan.packed_int, self.digit_shifts, out=plan.digits)
         plan.digits.bitwise_and_(2 ** self.count_bits - 1)
         plan.out_counts.copy_(plan.counts_by_tree)
+
+
+def _products(block: _RowBlock, pairs: list) -> None:
+    """``out (+)= onehot @ operand`` for the block's (operand, out) pairs."""
+    for operand, out in pairs:
+        if block.first:
+            torch.mm(block.onehot, operand, out=out)
+        else:
+            out.addmm_(block.onehot, operand)

@@ -32,7 +32,6 @@ __all__ = ["TreeGrower"]
 class _Level:
     """Buffers and views of one level below the root (made once per fit)."""
 
-    left_masks: list           # (node ids, left-child ids, mask view) per parent and block
     plan: HistogramPlan        # the left children's histograms, into the cumulative buffers
     cum_g_left: torch.Tensor   # (d, nb, parents, T) views of this level's cumulative
     cum_g_right: torch.Tensor  # histograms: left children summed in place, right
@@ -113,7 +112,7 @@ class TreeGrower:
         self._cum_g = [torch.empty(cells, dtype=torch.float64, device=device) for _ in "ab"]
         self._cum_c = [torch.empty(cells, dtype=torch.float32, device=device) for _ in "ab"]
         self.root_cum_g = self._cum_g[0][:d * nb * n_trees].view(d, nb, 1, n_trees)
-        self.root_plan = self.histograms.plan(None, self.root_cum_g.view(d * nb, 1, n_trees))
+        self.root_plan = self.histograms.plan(self.root_cum_g.view(d * nb, 1, n_trees))
         self.levels = [self._level(level) for level in range(1, max_depth)]
 
     def _level(self, level: int) -> _Level:
@@ -124,17 +123,13 @@ class TreeGrower:
         cum_g = self._cum_g[level % 2][:math.prod(shape)].view(shape)
         cum_c = self._cum_c[level % 2][:math.prod(shape)].view(shape)
         # Global ids of the left children (even local ids) of each parent, (parents, T).
-        # One comparison per parent: broadcasting over parents is ~2x slower.
         left_ids = ((self.tree_ids * n_nodes)[None, :]
                     + 2 * torch.arange(parents, device=cum_g.device,
                                        dtype=torch.int32)[:, None])
-        left_masks = [(self.node[:, start:start + mask.shape[1]],
-                       left_ids[j, start:start + mask.shape[1]], mask)
-                      for j, blocks in enumerate(self.histograms.mask_views(parents))
-                      for start, mask in blocks]
-        plan = self.histograms.plan(parents, cum_g[:, :, :, 0].view(d * nb, parents, n_trees),
-                                    cum_c[:, :, :, 0].view(d * nb, parents, n_trees))
-        return _Level(left_masks=left_masks, plan=plan,
+        plan = self.histograms.plan(cum_g[:, :, :, 0].view(d * nb, parents, n_trees),
+                                    cum_c[:, :, :, 0].view(d * nb, parents, n_trees),
+                                    self.node, left_ids)
+        return _Level(plan=plan,
                       cum_g_left=cum_g[:, :, :, 0], cum_g_right=cum_g[:, :, :, 1],
                       cum_c_left=cum_c[:, :, :, 0], cum_c_right=cum_c[:, :, :, 1],
                       cum_g=cum_g.view(d, nb, n_nodes, n_trees),
@@ -158,8 +153,6 @@ class TreeGrower:
                 cum_c = self.root_cum_c
             else:
                 lv = self.levels[level - 1]
-                for node_ids, left_id, mask in lv.left_masks:
-                    torch.eq(node_ids, left_id, out=mask)
                 self.histograms(lv.plan)
                 lv.cum_g_left.cumsum_(1)
                 lv.cum_c_left.cumsum_(1)

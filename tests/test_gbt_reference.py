@@ -44,10 +44,11 @@ def code_problem(n, sizes=(2, 4, 5), seed=0):
     return codes.astype(np.float64), f
 
 
-def _compare(latents, factors, n_train, **options):
+def _compare(latents, factors, n_train, block_rows=4096, **options):
     x = torch.as_tensor(latents)
     y = torch.as_tensor(factors)
-    fast = fit_gbt_classifiers(x[:n_train], y[:n_train], x[n_train:], **options)
+    fast = fit_gbt_classifiers(x[:n_train], y[:n_train], x[n_train:], block_rows=block_rows,
+                               **options)
     importance, predict_train, predict_test = reference_fit(
         latents[:n_train], factors[:n_train], latents[n_train:], **options)
     np.testing.assert_array_equal(fast.predict_train.numpy(), predict_train)
@@ -56,12 +57,13 @@ def _compare(latents, factors, n_train, **options):
     return importance
 
 
-@pytest.mark.parametrize("max_depth", [1, 3])
-def test_continuous_latents_match_the_reference(max_depth):
+@pytest.mark.parametrize("max_depth, block_rows", [(1, 4096), (3, 4096), (3, 64)])
+def test_continuous_latents_match_the_reference(max_depth, block_rows):
     latents, factors = continuous_problem(400)
-    # 16 bins: the columns are binned by gap quantiles, not exactly.
+    # 16 bins: the columns are binned by gap quantiles, not exactly. 64 rows per block:
+    # the histograms are summed over five blocks of rows.
     importance = _compare(latents, factors, 300, n_estimators=12, max_depth=max_depth,
-                          max_bins=16, seed=1)
+                          max_bins=16, seed=1, block_rows=block_rows)
     assert importance[:, 2].max() > 0.2 and np.all(importance[5] == 0)
 
 
@@ -70,7 +72,8 @@ def test_code_latents_with_crowded_bins_match_the_reference(max_depth):
     latents, factors = code_problem(700)
     # More than 255 training rows in one bin: the float64 histogram path.
     assert max(np.bincount(c.astype(int)).max() for c in latents[:600].T) >= 256
-    _compare(latents, factors, 600, n_estimators=12, max_depth=max_depth, seed=0)
+    _compare(latents, factors, 600, n_estimators=12, max_depth=max_depth, seed=0,
+             block_rows=250)
 
 
 def test_many_classes_match_the_reference():
