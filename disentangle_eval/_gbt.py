@@ -31,51 +31,34 @@ the result does not depend on the device, the thread count or the summation orde
 
 The steps live in their own modules: binning and histogram precision
 (:mod:`._gbt_binning`), histograms (:mod:`._gbt_histograms`), split search and tie-breaking
-(:mod:`._gbt_splits`), tree growth and routing (:mod:`._gbt_trees`); this module is the
-boosting loop. :mod:`._gbt_reference` computes the same thing plainly, one tree at a
-time, and the tests compare the two bit for bit. ``docs/gbt-performance.md`` records
-what was measured and tried for speed.
+(:mod:`._gbt_splits`), tree growth and routing (:mod:`._gbt_trees`), the boosting loop of
+a group of targets (:mod:`._gbt_boosting`) and the memory a fit needs (:mod:`._gbt_memory`).
+This module bins the features once and fits groups of targets on worker threads, side by
+side where memory allows, one group after another where it does not.
+:mod:`._gbt_reference` computes the same thing plainly, one tree at a time, and the tests
+compare the two bit for bit. ``docs/gbt-performance.md`` records what was measured and
+tried for speed.
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
-from ._gbt_binning import (MAX_TRAIN_ROWS, BinnedFeatures, bin_counts, bin_features,
-                           histogram_precision, one_hot_bins)
-from ._gbt_splits import MASK31, TieBreak, content_key, row_weights
-from ._gbt_trees import TreeGrower
+from ._gbt_binning import (MAX_TRAIN_ROWS, bin_counts, bin_features, histogram_precision,
+                           one_hot_bins)
+from ._gbt_boosting import GBTFit, fit_targets
+from ._gbt_memory import FitShape, FitTooLarge, fit_bytes, shared_bytes
 
-__all__ = ["GBTFit", "fit_gbt_classifiers", "bin_features", "MAX_TRAIN_ROWS"]
-
-
-@dataclass(frozen=True)
-class GBTFit:
-    """Result of :func:`fit_gbt_classifiers`.
-
-    Attributes
-    ----------
-    importance : torch.Tensor of shape (n_features, n_targets), float64
-        Impurity importances; each column sums to 1 (0 where no tree of that target split).
-    predict_train : torch.Tensor of shape (n_train, n_targets), int64
-        Predicted labels of the training rows.
-    predict_test : torch.Tensor of shape (n_test, n_targets), int64
-        Predicted labels of the test rows.
-    """
-
-    importance: torch.Tensor
-    predict_train: torch.Tensor
-    predict_test: torch.Tensor
+__all__ = ["GBTFit", "fit_gbt_classifiers", "bin_features", "MAX_TRAIN_ROWS", "FitTooLarge"]
 
 
 def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
                         *, n_estimators: int = 100, learning_rate: float = 0.1,
                         max_depth: int = 3, max_bins: int = 256, seed: int = 0,
                         progress: bool = False, workers: int | None = None,
-                        block_rows: int = 4096) -> GBTFit:
+                        block_rows: int = 4096, max_bytes: int | None = None) -> GBTFit:
     """Fit one gradient-boosted tree classifier per column of ``y_train``, all at once.
 
     Parameters
@@ -100,59 +83,120 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
     block_rows : int, default=4096
         Training rows per block of the histogram products (any value gives the same
         result; blocks whose operands fit in cache keep the cost per row constant).
+    max_bytes : int, optional
+        Memory the fit may use (see :func:`~disentangle_eval._gbt_memory.fit_bytes`).
+        Groups of targets that do not fit side by side are fitted one after another
+        (the same result).
 
     Returns
     -------
     GBTFit
+
+    Raises
+    ------
+    FitTooLarge
+        A single target's fit needs more than ``max_bytes``.
+    ValueError
+        More than :data:`MAX_TRAIN_ROWS` training rows.
     """
-    options = dict(n_estimators=n_estimators, learning_rate=learning_rate,
-                   max_depth=max_depth, seed=seed)
+    if x_train.shape[0] > MAX_TRAIN_ROWS:
+        raise ValueError(f"too many training rows for exact histogram counts "
+                         f"({x_train.shape[0]}, at most {MAX_TRAIN_ROWS})")
     if workers is None:
         workers = torch.get_num_threads() if x_train.device.type == "cpu" else 1
     n_targets = y_train.shape[1]
     trees = [1 if k == 2 else k
              for k in (int(torch.unique(y_train[:, f]).numel()) for f in range(n_targets))]
-    if x_train.shape[0] > MAX_TRAIN_ROWS:
-        raise ValueError(f"too many training rows for exact float64 histograms "
-                         f"({x_train.shape[0]}, at most {MAX_TRAIN_ROWS})")
     # Binning and the one-hot bin matrix depend on the features only: built once, here
     # on the calling thread, and shared by the workers.
     x_train = x_train.to(torch.float32).to(torch.float64)  # scikit-learn's trees: float32
     x_test = x_test.to(device=x_train.device, dtype=torch.float32)
     binned = bin_features(x_train, max_bins)
     counts = bin_counts(binned)
-    onehot = None
-    if binned.bins.shape[0]:
-        onehot = one_hot_bins(binned, histogram_precision(int(counts.max()))[0],
-                              block_rows)
-    shared = dict(binned=binned, onehot=onehot, counts=counts, x_test=x_test,
-                  n_features=x_train.shape[1], **options)
-    groups = _balanced_groups(trees, max(1, min(int(workers), n_targets)))
-    if len(groups) == 1:
-        return _fit_targets(y_train, progress=progress, **shared)
-
-    threads = torch.get_num_threads()
-    largest = max(range(len(groups)), key=lambda i: sum(trees[f] for f in groups[i]))
-
-    def fit_group(i: int) -> GBTFit:
-        torch.set_num_threads(max(1, threads // len(groups)))
-        return _fit_targets(y_train[:, groups[i]], progress=progress and i == largest,
-                            **shared)
-
-    try:
-        with ThreadPoolExecutor(max_workers=len(groups)) as pool:
-            parts = list(pool.map(fit_group, range(len(groups))))
-    finally:
-        torch.set_num_threads(threads)  # set_num_threads in a worker also sets the default
+    d = binned.bins.shape[0]
+    largest_bin = int(counts.max()) if d else 1
+    dtype, bits = histogram_precision(largest_bin, x_train.shape[0])
+    mantissa = 24 if dtype == torch.float32 else 53
+    shape = FitShape(n_train=x_train.shape[0], n_test=x_test.shape[0],
+                     n_features=x_train.shape[1], n_active=d, n_bins=binned.n_bins,
+                     max_depth=max_depth, histogram_itemsize=dtype.itemsize,
+                     pack=max(1, min(8, mantissa // largest_bin.bit_length())))
+    waves = _schedule(trees, shape, max(1, min(int(workers), n_targets)), max_bytes)
+    onehot = one_hot_bins(binned, dtype, block_rows) if d else None
+    context = dict(binned=binned, onehot=onehot, counts=counts, bits=bits, x_test=x_test,
+                   n_features=x_train.shape[1], n_estimators=n_estimators,
+                   learning_rate=learning_rate, max_depth=max_depth, seed=seed)
+    largest = max(range(n_targets), key=lambda f: trees[f])
     importance = x_train.new_zeros((x_train.shape[1], n_targets), dtype=torch.float64)
     predict_train = y_train.new_zeros(y_train.shape)
     predict_test = y_train.new_zeros((x_test.shape[0], n_targets))
-    for columns, part in zip(groups, parts):
-        importance[:, columns] = part.importance
-        predict_train[:, columns] = part.predict_train
-        predict_test[:, columns] = part.predict_test
+    for wave in waves:
+        fits = _run_side_by_side(
+            [lambda stop, g=group: fit_targets(y_train[:, g], progress=progress and largest in g,
+                                               stop=stop, **context) for group in wave])
+        for columns, part in zip(wave, fits):
+            importance[:, columns] = part.importance
+            predict_train[:, columns] = part.predict_train
+            predict_test[:, columns] = part.predict_test
     return GBTFit(importance=importance, predict_train=predict_train,
                   predict_test=predict_test)
+
+
+def _schedule(trees: list[int], shape: FitShape, workers: int,
+              max_bytes: int | None) -> list[list[list[int]]]:
+    """Waves of groups of targets: the groups of a wave are fitted side by side, the
+    waves one after another. All targets in one wave of ``workers`` groups of similar
+    numbers of trees when that fits in ``max_bytes``; else one group at a time, each of
+    as many targets as fit."""
+    groups = _balanced_groups(trees, workers)
+    if max_bytes is None:
+        return [groups]
+    fixed = shared_bytes(shape)
+    if fixed + sum(fit_bytes(shape, sum(trees[f] for f in g), len(g)) for g in groups) \
+            <= max_bytes:
+        return [groups]
+    budget = max_bytes - fixed
+    sequential: list[list[int]] = []
+    for f in sorted(range(len(trees)), key=lambda f: (-trees[f], f)):
+        need = fit_bytes(shape, trees[f], 1)
+        if need > budget:
+            raise FitTooLarge(
+                f"the trees of target column {f} ({trees[f]} per stage) need about "
+                f"{(fixed + need) / 2 ** 30:.1f} GiB, {max_bytes / 2 ** 30:.1f} GiB are "
+                f"available", needed=fixed + need, available=max_bytes, target=f)
+        for group in sequential:
+            if fit_bytes(shape, sum(trees[g] for g in group) + trees[f],
+                         len(group) + 1) <= budget:
+                group.append(f)
+                break
+        else:
+            sequential.append([f])
+    return [[sorted(group)] for group in sequential]
+
+
+def _run_side_by_side(fits: list) -> list[GBTFit]:
+    """Run each ``fit(stop)`` of ``fits`` on its own thread, sharing the torch threads (a
+    single fit runs on the calling thread). If one fails or the caller is interrupted (Ctrl-C),
+    ``stop`` is set and the others end at their next boosting stage."""
+    if len(fits) == 1:
+        return [fits[0](None)]
+    threads = torch.get_num_threads()
+    stop = threading.Event()
+
+    def run(fit):
+        torch.set_num_threads(max(1, threads // len(fits)))
+        return fit(stop)
+
+    pool = ThreadPoolExecutor(max_workers=len(fits))
+    try:
+        futures = [pool.submit(run, fit) for fit in fits]
+        return [future.result() for future in futures]  # interruptible wait
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)  # set_num_threads in a worker also sets the default
 
 
 def _balanced_groups(costs: list[int], n_groups: int) -> list[list[int]]:
@@ -165,200 +209,3 @@ def _balanced_groups(costs: list[int], n_groups: int) -> list[list[int]]:
         groups[lightest].append(item)
         loads[lightest] += costs[item]
     return [sorted(group) for group in groups if group]
-
-
-class _Targets:
-    """The trees of the targets: one per class (K > 2, softmax) or one (K = 2, sigmoid).
-
-    Trees are numbered target by target; ``slices[f]`` are target ``f``'s trees. Per tree:
-    the one-vs-rest target (class ``tree_class`` of target ``tree_target``), the initial
-    raw score, the Newton factor of the leaf step, and a content key for tie-breaking.
-    """
-
-    def __init__(self, y: torch.Tensor, weights: torch.Tensor):
-        n, n_targets = y.shape
-        device = y.device
-        self.classes, codes = [], []
-        for f in range(n_targets):
-            cls, inv = torch.unique(y[:, f], return_inverse=True)
-            self.classes.append(cls)
-            codes.append(inv)
-        self.n_classes = [c.numel() for c in self.classes]
-        self.slices, start = [], 0
-        for k in self.n_classes:
-            self.slices.append((start, start + (1 if k == 2 else k)))
-            start = self.slices[-1][1]
-        self.n_trees = start
-        f64 = torch.float64
-        # Per class of each target: its training rows and their weights' sum.
-        prior, ones_weight, binomial, newton = [], [], [], []
-        for f, k in enumerate(self.n_classes):
-            count = torch.bincount(codes[f], minlength=k)
-            weight = torch.zeros(k, dtype=torch.int64, device=device).index_add_(
-                0, codes[f], weights)
-            chosen = slice(1, 2) if k == 2 else slice(0, k)      # binomial: class 1's tree
-            prior.append(count[chosen].to(f64) / n)
-            ones_weight.append(weight[chosen])
-            binomial += [k == 2] * (1 if k == 2 else k)
-            newton += [1.0 if k == 2 else (k - 1) / k] * (1 if k == 2 else k)
-        binomial = torch.as_tensor(binomial, device=device)
-        self.newton = torch.as_tensor(newton, dtype=f64, device=device)
-        eps = torch.finfo(f64).eps
-        prior = torch.cat(prior).clamp(eps, 1 - eps)
-        # Log prior (multinomial), log-odds of the prior (binomial).
-        self.init = torch.where(binomial, torch.log(prior / (1 - prior)), torch.log(prior))
-        # A content key of each tree's 0/1 target (and of 1 - y for a binomial target,
-        # whose single tree does not depend on which class is "1").
-        ones_weight = torch.cat(ones_weight)
-        self.key = torch.where(
-            binomial, torch.minimum(ones_weight + n, weights.sum() - ones_weight + n),
-            ones_weight + n) & MASK31
-        # Positions (row * T + tree) where the one-vs-rest target is 1: the gradient y - p
-        # is -p plus one there, without an (n, T) target array.
-        rows = torch.arange(n, device=device) * self.n_trees
-        self.positive = torch.cat([
-            rows[codes[f] == 1] + a if k == 2 else rows + a + codes[f]
-            for f, ((a, _), k) in enumerate(zip(self.slices, self.n_classes))])
-
-    def predict(self, raw: torch.Tensor) -> torch.Tensor:
-        """Labels (rows, targets) of raw scores (rows, T)."""
-        out = []
-        for f, (a, b) in enumerate(self.slices):
-            mine = raw[:, a:b]
-            index = (mine[:, 0] >= 0).long() if self.n_classes[f] == 2 else mine.argmax(1)
-            out.append(self.classes[f][index])
-        return torch.stack(out, 1)
-
-
-def _softmax_groups(slices: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
-    """Runs of adjacent targets with equally many trees: (first tree, end, trees each).
-
-    ``k == 1`` marks binomial targets (one tree, sigmoid); a run of multinomial targets is
-    one softmax over a (rows, targets, k) view.
-    """
-    groups = []
-    for a, b in slices:
-        if groups and groups[-1][2] == b - a and groups[-1][1] == a:
-            groups[-1] = (groups[-1][0], b, b - a)
-        else:
-            groups.append((a, b, b - a))
-    return groups
-
-
-class _Scores:
-    """Raw scores of the training and test rows, and the gradients of the log-loss.
-
-    The training scores are stored per softmax group (:func:`_softmax_groups`), each a
-    contiguous (n, targets, k) array. One float64 (rows x trees) array, ``scratch``,
-    holds in turn within a stage the probabilities, the rounded gradients and the leaf
-    steps of the training rows, then the leaf steps of the test rows: each is dead before
-    the next is written, and one multi-megabyte array fewer means less cache traffic.
-    """
-
-    def __init__(self, targets: _Targets, n: int, n_test: int):
-        device = targets.init.device
-        f64 = torch.float64
-        n_trees = targets.n_trees
-        self.n, self.n_test, self.n_trees = n, n_test, n_trees
-        self.groups = _softmax_groups(targets.slices)
-        self.raw_groups = [targets.init[None, a:b].expand(n, b - a).reshape(n, -1, k)
-                           .contiguous() for a, b, k in self.groups]
-        self.raw_test = targets.init[None, :].expand(n_test, n_trees).contiguous()
-        self.g = torch.empty(n, n_trees, dtype=f64, device=device)  # y - p
-        self.h = torch.empty(n, n_trees, dtype=f64, device=device)  # p (1 - p)
-        self.positive = targets.positive
-        self.ones_at_positive = torch.ones(targets.positive.numel(), dtype=f64, device=device)
-        self.one = torch.ones((), dtype=f64, device=device)
-        scratch = torch.empty(max(n, n_test) * n_trees, dtype=f64, device=device)
-        # Per group: k, raw scores, probabilities (contiguous pieces of the scratch), and
-        # its views of g and h.
-        self.by_group = [(k, raw_k, scratch[n * a:n * b].view(raw_k.shape),
-                          self.g[:, a:b].view(n, -1, k), self.h[:, a:b].view(n, -1, k))
-                         for (a, b, k), raw_k in zip(self.groups, self.raw_groups)]
-        self.rounded = scratch[:n * n_trees].view(n, n_trees)
-        self.leaf_step = scratch[:n * n_trees]
-        self.leaf_step_groups = [self.leaf_step.view(n, n_trees)[:, a:b].view(n, -1, k)
-                                 for a, b, k in self.groups]
-        self.leaf_step_test = scratch[:n_test * n_trees]
-
-    def gradients(self) -> None:
-        """``g = y - p`` and ``h = p (1 - p)`` of the current scores."""
-        for k, raw_k, p, g_k, h_k in self.by_group:
-            if k == 1:  # sigmoid, as 1 / (1 + exp(-raw)): the same bits in any layout
-                torch.neg(raw_k, out=p).exp_().add_(1).reciprocal_()
-            else:  # softmax over the short last axis, written out: ~1.7x torch.softmax
-                torch.sub(raw_k, raw_k.amax(dim=2, keepdim=True), out=p).exp_()
-                p.div_(p.sum(dim=2, keepdim=True))
-            torch.neg(p, out=g_k)
-            torch.sub(self.one, p, out=h_k).mul_(p)
-        self.g.view(-1).scatter_add_(0, self.positive, self.ones_at_positive)
-
-    def rounded_gradients(self, bits: int) -> torch.Tensor:
-        """The gradients as integer multiples of 2**-bits, in units of 2**-bits."""
-        return torch.mul(self.g, 2.0 ** bits, out=self.rounded).round_()
-
-    def add_leaf_steps(self, value: torch.Tensor, leaf: torch.Tensor,
-                       leaf_test: torch.Tensor) -> None:
-        """Add ``value`` (T * leaves,) of each row's leaf (global ids) to its scores."""
-        torch.index_select(value, 0, leaf, out=self.leaf_step)
-        for (_, raw_k, *_), step_k in zip(self.by_group, self.leaf_step_groups):
-            raw_k += step_k
-        self.raw_test += torch.index_select(value, 0, leaf_test,
-                                            out=self.leaf_step_test).view(self.n_test, -1)
-
-    def raw(self) -> torch.Tensor:
-        return torch.cat([raw_k.view(self.n, -1) for raw_k in self.raw_groups], 1)
-
-
-def _fit_targets(y_train: torch.Tensor, *, binned: BinnedFeatures, onehot,
-                 counts: torch.Tensor, x_test: torch.Tensor, n_features: int,
-                 n_estimators: int, learning_rate: float, max_depth: int, seed: int,
-                 progress: bool) -> GBTFit:
-    """:func:`fit_gbt_classifiers` of all targets in one batched fit on the current
-    thread, on the training features' ``binned`` columns and their ``onehot`` matrix."""
-    device = y_train.device
-    n, n_test, d = y_train.shape[0], x_test.shape[0], binned.bins.shape[0]
-    weights = row_weights(n, device)
-    targets = _Targets(y_train, weights)
-    n_trees = targets.n_trees
-    scores = _Scores(targets, n, n_test)
-    grower = TreeGrower(binned, onehot, counts, x_test[:, binned.active].contiguous(),
-                        n_trees, max_depth)
-    if d:
-        bits = histogram_precision(int(counts.max()))[1]
-        ties = TieBreak(seed, targets.key, content_key(binned.bins, weights), max_depth,
-                        n_estimators)
-    importance = torch.zeros(n_trees, max(d, 1), dtype=torch.float64, device=device)
-    newton_leaf = targets.newton.repeat_interleave(2 ** max_depth)
-    n_slots = n_trees * 2 ** max_depth
-    sum_g = torch.empty(n_slots, dtype=torch.float64, device=device)
-    sum_h = torch.empty(n_slots, dtype=torch.float64, device=device)
-
-    for stage in tqdm(range(n_estimators), desc="DCI gradient boosting", unit="stage",
-                      disable=None if progress else True, leave=False):
-        scores.gradients()
-        if d:
-            grower.grow(scores.rounded_gradients(bits), ties.stage(stage), importance)
-        else:
-            grower.grow(None, None, importance)
-        # Leaf values: one Newton step. scatter_add_ rather than index_add_: the same
-        # sums, ~2x faster on CPU.
-        leaf = grower.leaf_index()
-        sum_g.zero_().scatter_add_(0, leaf, scores.g.view(-1))
-        sum_h.zero_().scatter_add_(0, leaf, scores.h.view(-1))
-        value = torch.where(sum_h.abs() < 1e-150, 0.0,
-                            newton_leaf * sum_g / torch.where(sum_h == 0, 1.0, sum_h))
-        scores.add_leaf_steps(value.mul_(learning_rate), leaf, grower.node_test.view(-1))
-
-    # Importance per target: the sum over its trees, normalised.
-    tree_target = torch.repeat_interleave(
-        torch.tensor([b - a for a, b in targets.slices], device=device))
-    imp = torch.zeros(len(targets.slices), n_features, dtype=torch.float64, device=device)
-    if d:
-        per_target = torch.zeros(len(targets.slices), d, dtype=torch.float64,
-                                 device=device).index_add_(0, tree_target, importance[:, :d])
-        imp[:, binned.active] = per_target.abs()
-    total = imp.sum(1, keepdim=True)
-    imp = torch.where(total > 0, imp / torch.where(total > 0, total, 1.0), 0.0)
-    return GBTFit(importance=imp.T.contiguous(), predict_train=targets.predict(scores.raw()),
-                  predict_test=targets.predict(scores.raw_test))

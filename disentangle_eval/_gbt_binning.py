@@ -24,8 +24,8 @@ import torch
 __all__ = ["BinnedFeatures", "bin_features", "bin_counts", "one_hot_bins",
            "histogram_precision", "MAX_TRAIN_ROWS"]
 
-# Sums of float64 histograms (30 fractional bits) stay exact below this many rows.
-MAX_TRAIN_ROWS = 2 ** 22 - 1
+# Cumulative counts are float32, exact up to 2**24 rows.
+MAX_TRAIN_ROWS = 2 ** 24 - 1
 
 
 @dataclass(frozen=True)
@@ -160,16 +160,17 @@ def _one_hot(bins: torch.Tensor, n_bins: int, dtype: torch.dtype) -> torch.Tenso
                                        (d * n_bins, n), check_invariants=False)
 
 
-def histogram_precision(largest_bin: int) -> tuple[torch.dtype, int]:
-    """The histogram dtype and the gradients' fractional bits for bins of at most
-    ``largest_bin`` training rows.
+def histogram_precision(largest_bin: int, n_rows: int) -> tuple[torch.dtype, int]:
+    """The histogram dtype and the gradients' fractional bits for ``n_rows`` training rows
+    whose largest bin holds ``largest_bin`` rows.
 
     A bin's sum of at most ``largest_bin`` integers of magnitude <= 2**bits must stay
-    below 2**24 (float32) or 2**53 (float64). float32, the faster product, is used while
-    that leaves at least 16 bits (bins of fewer than 256 rows, as continuous latents
-    give); else float64 with 30 bits (exact below :data:`MAX_TRAIN_ROWS` rows).
+    below 2**24 (float32) or 2**53 (float64), and so must the sum over all rows (the
+    cumulative sums, taken in float64). float32, the faster product, is used while that
+    leaves at least 16 bits (bins of fewer than 256 rows, as continuous latents give);
+    else float64 with 30 bits (fewer below 2**23 rows).
     """
     bits32 = min(30, 24 - int(largest_bin).bit_length())
     if bits32 >= 16:
         return torch.float32, bits32
-    return torch.float64, 30
+    return torch.float64, min(30, 53 - int(n_rows).bit_length())

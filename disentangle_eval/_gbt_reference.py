@@ -95,11 +95,12 @@ def reference_bins(x: np.ndarray, max_bins: int):
 
 
 def _gradient_bits(bins: np.ndarray, n_bins: int) -> int:
-    """Fractional bits of the rounded gradients (see ``_gbt_binning.gradient_bits``):
-    24 - bits(largest bin) when that leaves at least 16, else 30."""
+    """Fractional bits of the rounded gradients (see ``_gbt_binning.histogram_precision``):
+    24 - bits(largest bin) when that leaves at least 16 (float32 histograms), else 30
+    or as many as keep the sum over all rows below 2**53 (float64)."""
     largest = max((np.bincount(row, minlength=n_bins).max() for row in bins), default=1)
     bits = 24 - int(largest).bit_length()
-    return bits if bits >= 16 else 30
+    return bits if bits >= 16 else min(30, 53 - bins.shape[1].bit_length())
 
 
 # --- tie-breaking ---------------------------------------------------------------------

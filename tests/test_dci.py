@@ -201,13 +201,15 @@ def test_torch_gbt_histogram_precision_follows_the_largest_bin(monkeypatch):
     import disentangle_eval._gbt as gbt
     from disentangle_eval._gbt_binning import histogram_precision
 
-    assert histogram_precision(60) == (torch.float32, 18)
-    assert histogram_precision(255) == (torch.float32, 16)
-    assert histogram_precision(256) == (torch.float64, 30)
+    assert histogram_precision(60, 10000) == (torch.float32, 18)
+    assert histogram_precision(255, 10000) == (torch.float32, 16)
+    assert histogram_precision(256, 10000) == (torch.float64, 30)
+    # Float64 sums over all rows stay below 2**53.
+    assert histogram_precision(256, 2 ** 23) == (torch.float64, 29)
     latents, factors = _small_problem(600)
     x, y = torch.as_tensor(latents), torch.as_tensor(factors)
     fast = gbt.fit_gbt_classifiers(x[:400], y[:400], x[400:], n_estimators=10)
-    monkeypatch.setattr(gbt, "histogram_precision", lambda largest_bin: (torch.float64, 30))
+    monkeypatch.setattr(gbt, "histogram_precision", lambda largest_bin, n_rows: (torch.float64, 30))
     exact = gbt.fit_gbt_classifiers(x[:400], y[:400], x[400:], n_estimators=10)
     # 18 instead of 30 fractional gradient bits: the same trees up to near-ties.
     torch.testing.assert_close(fast.importance, exact.importance, atol=1e-4, rtol=0)
