@@ -216,13 +216,131 @@ def test_torch_gbt_histogram_precision_follows_the_largest_bin(monkeypatch):
     assert torch.equal(fast.predict_test, exact.predict_test)
 
 
-def test_torch_gbt_row_limit_is_a_data_error(monkeypatch):
-    import disentangle_eval._gbt as gbt
+def test_torch_gbt_fits_groups_one_after_another_when_memory_is_short():
+    from disentangle_eval._gbt import _schedule, fit_gbt_classifiers
+    from disentangle_eval._gbt_memory import FitShape, FitTooLarge, fit_bytes, shared_bytes
 
-    monkeypatch.setattr(gbt, "MAX_TRAIN_ROWS", 100)
+    shape = FitShape(n_train=200, n_test=100, n_features=5, n_active=4, n_bins=200,
+                     max_depth=3, histogram_itemsize=4, pack=3)
+    trees = [4, 1, 3]
+    assert _schedule(trees, shape, 2, None) == [[[0], [1, 2]]]
+    one_at_a_time = shared_bytes(shape) + fit_bytes(shape, 4, 2)   # 4 trees, not 7
+    assert _schedule(trees, shape, 2, one_at_a_time) == [[[0]], [[1, 2]]]
+    with pytest.raises(FitTooLarge, match="target column 0 .4 per stage. need about"):
+        _schedule(trees, shape, 2, shared_bytes(shape) + fit_bytes(shape, 4, 1) - 1)
+
     latents, factors = _small_problem(300)
-    with pytest.raises(DataError, match="at most 100 training rows .*backend='sklearn'"):
-        dci(latents, factors, device="cpu")
+    x, y = torch.as_tensor(latents), torch.as_tensor(factors)
+    side_by_side = fit_gbt_classifiers(x[:200], y[:200], x[200:], n_estimators=5)
+    in_turn = fit_gbt_classifiers(x[:200], y[:200], x[200:], n_estimators=5,
+                                  max_bytes=one_at_a_time)
+    for field in ("importance", "predict_train", "predict_test"):
+        assert torch.equal(getattr(in_turn, field), getattr(side_by_side, field))
+
+
+@pytest.mark.filterwarnings("ignore:the test rows hold factor values")
+def test_a_factor_too_large_for_memory_is_a_data_error(monkeypatch):
+    import disentangle_eval._dci_predictors as predictors
+
+    latents, factors = _small_problem(400)
+    factors = np.concatenate([factors, np.arange(400)[:, None] // 2], 1)   # an id column
+    monkeypatch.setattr(predictors, "available_bytes", lambda device: 50 * 2 ** 20)
+    with pytest.raises(DataError, match=r"factor 'id' \(column 3\) has 196 distinct values "
+                       r"in the 360 training rows: its boosted trees need about .* GiB, "
+                       r"0.0 GiB are available; a factor with more distinct values than "
+                       r"half the rows is almost certainly continuous or an id column"):
+        dci(latents, factors, device="cpu", factor_names=["a", "b", "c", "id"])
+    for predictor, backend in (("gbt", "sklearn"), ("random_forest", "sklearn"),
+                               ("logistic", "torch")):
+        monkeypatch.setattr(predictors, "available_bytes", lambda device: 2 ** 20)
+        with pytest.raises(DataError, match=r"factor column 3 has 196 distinct values"):
+            dci(latents, factors, device="cpu", predictor=predictor, backend=backend)
+
+
+def test_many_valued_factor_is_refused_under_a_hard_memory_ceiling(tmp_path):
+    """20000 distinct values once made DCI allocate > 6.8 GB; now one line, exit 1."""
+    import os
+    import sys
+
+    from limits import run_limited
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "ids.npz"
+    np.savez(path, latents=rng.standard_normal((40000, 4)).astype(np.float32),
+             factors=np.stack([np.arange(40000) // 2, rng.integers(0, 3, 40000)], 1))
+    script = os.path.join(os.path.dirname(sys.executable), "disentangle-eval")
+    done = run_limited([script, "score", str(path), "--factors", str(path),
+                        "--metrics", "dci", "--device", "cpu"], timeout=300)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "distinct values in the 36000 training rows" in lines[0] \
+        and "id column" in lines[0] and "GiB are available" in lines[0], done.stderr
+
+
+def test_rows_beyond_the_caps_are_subsampled_with_a_warning():
+    latents, factors = _small_problem()
+    with pytest.warns(UserWarning, match=r"seeded subsample of the rows: 120 of 360 training "
+                                         r"rows \(max_train_rows=120\) and 30 of 40 test"):
+        r = dci(latents, factors, device="cpu", max_train_rows=120, max_test_rows=30)
+    assert (r.n_train, r.n_test, r.n_train_available, r.n_test_available) == (120, 30, 360, 40)
+    assert (r.max_train_rows, r.max_test_rows) == (120, 30)
+    assert any("subsample" in w for w in r.warnings)
+    with pytest.warns(UserWarning, match="seeded subsample"):
+        again = dci(latents, factors, device="cpu", max_train_rows=120, max_test_rows=30)
+        other = dci(latents, factors, device="cpu", max_train_rows=120, max_test_rows=30,
+                    seed=1)
+    np.testing.assert_array_equal(again.importance, r.importance)
+    assert not np.array_equal(other.importance, r.importance)
+    every = dci(latents, factors, device="cpu", max_train_rows=None, max_test_rows=None)
+    assert (every.n_train, every.n_test) == (360, 40) and every.warnings == ()
+    assert dci(latents, factors, device="cpu").n_train == 360       # under the defaults
+
+
+def test_score_command_caps_the_training_rows(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from disentangle_eval.cli.main import main
+
+    latents, factors = _small_problem()
+    path = tmp_path / "small.npz"
+    np.savez(path, latents=latents, factors=factors)
+    runner = CliRunner()
+    common = ["score", str(path), "--factors", str(path), "--metrics", "dci", "--json",
+              "--device", "cpu"]
+    capped = runner.invoke(main, common + ["--dci-max-train-rows", "100"])
+    assert capped.exit_code == 0, capped.output
+    report = json.loads(capped.stdout)
+    assert report["settings"]["dci"]["max_train_rows"] == 100
+    assert (report["dci"]["n_train"], report["dci"]["n_train_available"]) == (100, 360)
+    assert any("seeded subsample" in w for w in report["warnings"])
+    every = runner.invoke(main, common + ["--dci-max-train-rows", "all"])
+    assert json.loads(every.stdout)["dci"]["max_train_rows"] is None
+    bad = runner.invoke(main, common + ["--dci-max-train-rows", "0"])
+    assert bad.exit_code == 2 and "a positive number of rows or 'all', got '0'" in bad.output
+
+
+@pytest.mark.parametrize("value", [0, -3, 1.5, True, "100"])
+def test_max_rows_must_be_positive_integers(value):
+    latents, factors = _small_problem()
+    with pytest.raises(ValueError, match="max_train_rows must be a positive integer or None"):
+        dci(latents, factors, device="cpu", max_train_rows=value)
+
+
+def test_latents_beyond_float32_range_are_scaled_by_a_power_of_two():
+    latents, factors = _small_problem()
+    huge = latents.copy()
+    huge[:, 0] *= 2.0 ** 200          # exact; float32 would make these +-inf
+    huge[:, 2] *= 2.0 ** 900
+    plain = dci(latents, factors, device="cpu", seed=2)
+    with pytest.warns(UserWarning, match=r"latent column\(s\) 0, 2 exceed float32's range"):
+        scaled = dci(huge, factors, device="cpu", seed=2)
+    # A power of two moves every float32 value alike: the same splits, the same trees.
+    np.testing.assert_array_equal(scaled.importance, plain.importance)
+    np.testing.assert_array_equal(scaled.per_factor_accuracy_test,
+                                  plain.per_factor_accuracy_test)
+    assert np.all(np.isfinite(scaled.importance))
 
 
 # --- API: shapes, columns, invariances ----------------------------------------------
