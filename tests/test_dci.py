@@ -522,3 +522,36 @@ def test_progress_bar_goes_to_stderr(capsys, monkeypatch):
         dci(latents, factors, device="cpu", progress=progress)
         assert capsys.readouterr().out == ""
         assert ("/100" in terminal.getvalue()) == progress  # 100 boosting stages
+
+
+def test_ctrl_c_stops_a_fit_within_seconds():
+    """SIGINT reaches the main thread at once; the worker threads stop at their next stage."""
+    import signal
+    import subprocess
+    import time
+
+    code = """
+import numpy as np, torch
+from disentangle_eval import dci
+torch.set_num_threads(2)   # two worker threads fit the factors
+rng = np.random.default_rng(0)
+factors = rng.integers(0, [40, 40, 4], size=(30000, 3))
+latents = factors @ rng.standard_normal((3, 8)) + rng.standard_normal((30000, 8))
+print("fitting", flush=True)
+dci(latents, factors, device="cpu")
+print("finished", flush=True)
+"""
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "fitting"
+        time.sleep(1.5)
+        assert child.poll() is None, "the fit ended before the interrupt"
+        child.send_signal(signal.SIGINT)
+        start = time.perf_counter()
+        out, err = child.communicate(timeout=60)
+        elapsed = time.perf_counter() - start
+    finally:
+        child.kill()
+    assert "finished" not in out and "KeyboardInterrupt" in err
+    assert elapsed < 5, f"the fit took {elapsed:.1f} s to stop"
