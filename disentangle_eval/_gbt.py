@@ -58,7 +58,7 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
                         *, n_estimators: int = 100, learning_rate: float = 0.1,
                         max_depth: int = 3, max_bins: int = 256, seed: int = 0,
                         progress: bool = False, workers: int | None = None,
-                        block_rows: int = 4096, max_bytes: int | None = None) -> GBTFit:
+                        block_rows: int | None = None, max_bytes: int | None = None) -> GBTFit:
     """Fit one gradient-boosted tree classifier per column of ``y_train``, all at once.
 
     Parameters
@@ -80,9 +80,10 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
         targets' classifiers are independent, so the result is the same for any value;
         on CPU two single-threaded fits of half the trees each are faster than one fit
         whose small element-wise operations are split over two threads.
-    block_rows : int, default=4096
+    block_rows : int, optional
         Training rows per block of the histogram products (any value gives the same
-        result; blocks whose operands fit in cache keep the cost per row constant).
+        result). Default: 4096 on CPU, whose operands then fit in cache and the cost per
+        row stays constant; all rows in one block on other devices.
     max_bytes : int, optional
         Memory the fit may use (see :func:`~disentangle_eval._gbt_memory.fit_bytes`).
         Groups of targets that do not fit side by side are fitted one after another
@@ -102,8 +103,11 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
     if x_train.shape[0] > MAX_TRAIN_ROWS:
         raise ValueError(f"too many training rows for exact histogram counts "
                          f"({x_train.shape[0]}, at most {MAX_TRAIN_ROWS})")
+    on_cpu = x_train.device.type == "cpu"
     if workers is None:
-        workers = torch.get_num_threads() if x_train.device.type == "cpu" else 1
+        workers = torch.get_num_threads() if on_cpu else 1
+    if block_rows is None:
+        block_rows = 4096 if on_cpu else max(1, x_train.shape[0])
     n_targets = y_train.shape[1]
     trees = [1 if k == 2 else k
              for k in (int(torch.unique(y_train[:, f]).numel()) for f in range(n_targets))]

@@ -94,11 +94,13 @@ def _check(result: DCIResult, reference: dict, tol_dc: float, tol_i: float):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
 @pytest.mark.parametrize("case", CONFORMANCE_CASES)
-def test_torch_backend_reproduces_disentanglement_lib(case):
+def test_torch_backend_reproduces_disentanglement_lib(case, device):
     arrays, reference = _reference(case)
     result = dci(arrays["latents"], arrays["factors"], backend="torch", split="contiguous",
-                 train_fraction=0.9, device="cpu")
+                 train_fraction=0.9, device=device)
     assert result.n_train == 5400 and result.n_test == 600
     _check(result, reference, tol_dc=0.03, tol_i=0.02)
 

@@ -44,7 +44,7 @@ def code_problem(n, sizes=(2, 4, 5), seed=0):
     return codes.astype(np.float64), f
 
 
-def _compare(latents, factors, n_train, block_rows=4096, **options):
+def _compare(latents, factors, n_train, block_rows=None, **options):
     x = torch.as_tensor(latents)
     y = torch.as_tensor(factors)
     fast = fit_gbt_classifiers(x[:n_train], y[:n_train], x[n_train:], block_rows=block_rows,
