@@ -79,12 +79,7 @@ def disentanglement(importance) -> float:
     >>> round(disentanglement(np.hstack([np.eye(5), np.eye(5)])), 6)  # 1 - log 2 / log 10
     0.69897
     """
-    matrix = _importance_matrix(importance)
-    per_code = _one_minus_entropy(matrix.T, matrix.shape[1])
-    if matrix.sum() == 0.0:
-        matrix = np.ones_like(matrix)
-    weights = matrix.sum(axis=1) / matrix.sum()
-    return float(np.sum(per_code * weights))
+    return _weighted_score(_importance_matrix(importance), axis=1)
 
 
 def completeness(importance) -> float:
@@ -107,9 +102,14 @@ def completeness(importance) -> float:
     >>> round(completeness(np.vstack([np.eye(5), np.eye(5)])), 6)  # 1 - log 2 / log 10
     0.69897
     """
-    matrix = _importance_matrix(importance)
-    per_factor = _one_minus_entropy(matrix, matrix.shape[0])
+    return _weighted_score(_importance_matrix(importance), axis=0)
+
+
+def _weighted_score(matrix: np.ndarray, axis: int) -> float:
+    """``sum_k rho_k (1 - H(P_k))`` over the rows (``axis=1``, D) or columns (``axis=0``,
+    C) ``k`` of ``matrix``, each weighted by its share of the total."""
+    scores = _one_minus_entropy(matrix.T if axis == 1 else matrix, matrix.shape[axis])
     if matrix.sum() == 0.0:
         matrix = np.ones_like(matrix)
-    weights = matrix.sum(axis=0) / matrix.sum()
-    return float(np.sum(per_factor * weights))
+    weights = matrix.sum(axis=axis) / matrix.sum()
+    return float(np.sum(scores * weights))
