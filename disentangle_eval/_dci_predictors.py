@@ -15,9 +15,8 @@ import numpy as np
 import torch
 
 from ._gbt import FitTooLarge, fit_gbt_classifiers
-from ._gbt_memory import available_bytes
 from ._logistic import fit_multinomial_logistic
-from ._validation import DataError
+from ._validation import DataError, available_memory
 
 __all__ = ["fit_gbt_torch", "fit_logistic_torch", "fit_sklearn", "check_predictor_memory"]
 
@@ -42,7 +41,7 @@ def _too_large(j: int, n_classes: int, n_train: int, needed: int, available: int
 def fit_gbt_torch(x_train, y_train, x_test, y_test, *, seed, progress, max_bins,
                   factor_names=None):
     """The batched torch GBT (:func:`~disentangle_eval._gbt.fit_gbt_classifiers`)."""
-    available = available_bytes(x_train.device)
+    available = available_memory(x_train.device)
     try:
         fit = fit_gbt_classifiers(x_train, y_train, x_test, seed=seed, progress=progress,
                                   max_bins=max_bins, max_bytes=available)
@@ -164,7 +163,7 @@ def check_predictor_memory(predictor: str, backend: str, n_train: int, n_test: i
         cpus = torch.get_num_threads() if n_jobs in (None, -1) else max(1, int(n_jobs))
         parallel = max(1, min(cpus, len(n_classes)))
     needed = sum(sorted(per_factor, reverse=True)[:parallel])
-    available = available_bytes(device)
+    available = available_memory(device)
     if needed > available:
         j = int(np.argmax(per_factor))
         raise _too_large(j, n_classes[j], n_train, needed, available, what, factor_names)

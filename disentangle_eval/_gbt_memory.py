@@ -1,21 +1,17 @@
-"""Memory of a batched tree fit, before it is allocated, and what the process may allocate.
+"""Memory of a batched tree fit, before it is allocated.
 
 :func:`fit_bytes` adds up the buffers of :mod:`disentangle_eval._gbt` and its step
 modules (scores, gradients, node ids, histogram operands and sums, split search,
 tie-break table) for a given fit shape, plus the largest per-stage temporaries. Most
 of it is proportional to training rows x trees: a factor with thousands of classes
-needs thousands of trees per stage. :func:`available_bytes` is what the device has
-free, within the process's address-space and data limits on CPU.
+needs thousands of trees per stage. What the device has free is
+:func:`~disentangle_eval._validation.available_memory`.
 """
 from __future__ import annotations
 
-import os
-import resource
 from dataclasses import dataclass
 
-import torch
-
-__all__ = ["FitShape", "FitTooLarge", "fit_bytes", "shared_bytes", "available_bytes"]
+__all__ = ["FitShape", "FitTooLarge", "fit_bytes", "shared_bytes"]
 
 # Tie priorities are hashed for this many stages at once (see TieBreak).
 _TIE_CHUNK = 25
@@ -89,51 +85,3 @@ def fit_bytes(shape: FitShape, n_trees: int, n_targets: int) -> int:
                 + (2 ** depth) * t * nb * 8 * 2       # split search indices, temporaries
                 + d * _TIE_CHUNK * depth * t * 2 ** (depth - 1) * 8 * 4)   # tie table
     return scores + routing + hist + n * (8 * n_targets + 24)   # codes, row weights
-
-
-def available_bytes(device: torch.device) -> int:
-    """Bytes the process may still allocate on ``device``.
-
-    CUDA: the device's free memory plus what torch's caching allocator holds unused.
-    CPU: the system's available memory, within the soft address-space and data limits
-    (``ulimit -v`` / ``-d``) less what the process already uses.
-    """
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free + torch.cuda.memory_reserved(device)
-                   - torch.cuda.memory_allocated(device))
-    available = _system_available()
-    status = _process_status()
-    for limit, field in ((resource.RLIMIT_AS, "VmSize"), (resource.RLIMIT_DATA, "VmData")):
-        soft = resource.getrlimit(limit)[0]
-        if soft != resource.RLIM_INFINITY:
-            available = min(available, soft - status.get(field, 0))
-    return max(0, int(available))
-
-
-def _system_available() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 2 ** 62  # unknown: no limit
-
-
-def _process_status() -> dict[str, int]:
-    """``VmSize`` and ``VmData`` of this process in bytes (Linux; empty elsewhere)."""
-    out = {}
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("VmSize", "VmData"):
-                    out[key] = int(value.split()[0]) * 1024
-    except OSError:
-        pass
-    return out

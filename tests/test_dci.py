@@ -246,7 +246,7 @@ def test_a_factor_too_large_for_memory_is_a_data_error(monkeypatch):
 
     latents, factors = _small_problem(400)
     factors = np.concatenate([factors, np.arange(400)[:, None] // 2], 1)   # an id column
-    monkeypatch.setattr(predictors, "available_bytes", lambda device: 50 * 2 ** 20)
+    monkeypatch.setattr(predictors, "available_memory", lambda device: 50 * 2 ** 20)
     with pytest.raises(DataError, match=r"factor 'id' \(column 3\) has 196 distinct values "
                        r"in the 360 training rows: its boosted trees need about .* GiB, "
                        r"0.0 GiB are available; a factor with more distinct values than "
@@ -254,7 +254,7 @@ def test_a_factor_too_large_for_memory_is_a_data_error(monkeypatch):
         dci(latents, factors, device="cpu", factor_names=["a", "b", "c", "id"])
     for predictor, backend in (("gbt", "sklearn"), ("random_forest", "sklearn"),
                                ("logistic", "torch")):
-        monkeypatch.setattr(predictors, "available_bytes", lambda device: 2 ** 20)
+        monkeypatch.setattr(predictors, "available_memory", lambda device: 2 ** 20)
         with pytest.raises(DataError, match=r"factor column 3 has 196 distinct values"):
             dci(latents, factors, device="cpu", predictor=predictor, backend=backend)
 
