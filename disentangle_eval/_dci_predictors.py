@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ._gbt import FitTooLarge, fit_gbt_classifiers
 from ._logistic import fit_multinomial_logistic
@@ -89,7 +90,6 @@ def fit_sklearn(predictor, x_train, y_train, x_test, y_test, *, seed, l2, n_jobs
     # scikit-learn and joblib are imported here: only this backend needs them, and
     # they take about a second to import.
     from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
 
     make_model = _sklearn_model(predictor, seed, l2, len(x_train))
     if predictor == "logistic":
