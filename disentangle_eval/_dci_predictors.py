@@ -17,13 +17,9 @@ from tqdm.auto import tqdm
 
 from ._gbt import FitTooLarge, fit_gbt_classifiers
 from ._logistic import fit_multinomial_logistic
-from ._validation import DataError, available_memory
+from ._validation import DataError, _factor_label, available_memory
 
 __all__ = ["fit_gbt_torch", "fit_logistic_torch", "fit_sklearn", "check_predictor_memory"]
-
-
-def _factor_label(j: int, factor_names: Sequence[str] | None) -> str:
-    return f"'{factor_names[j]}' (column {j})" if factor_names is not None else f"column {j}"
 
 
 def _too_large(j: int, n_classes: int, n_train: int, needed: int, available: int,
