@@ -40,6 +40,18 @@ def _parse_metrics(_ctx, _param, value: str) -> tuple[str, ...]:
     return chosen
 
 
+def _parse_max_rows(_ctx, _param, value: str) -> int | None:
+    if value.strip().lower() == "all":
+        return None
+    try:
+        rows = int(value)
+    except ValueError:
+        rows = 0
+    if rows < 1:
+        raise click.BadParameter(f"a positive number of rows or 'all', got {value!r}")
+    return rows
+
+
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="disentangle-eval")
 def main() -> None:
@@ -84,6 +96,10 @@ def _finite(_ctx, _param, value: float) -> float:
 @click.option("--dci-backend", default="torch", show_default=True,
               type=click.Choice(["torch", "sklearn"]),
               help="gbt only: batched torch trees, or the scikit-learn reference path.")
+@click.option("--dci-max-train-rows", default="100000", show_default=True,
+              callback=_parse_max_rows, metavar="N|all",
+              help="DCI fits a seeded subsample of at most N training rows (and tests at "
+                   "most 50000 rows); 'all': every row.")
 @click.option("--split", default="random", show_default=True,
               type=click.Choice(["random", "contiguous"]),
               help="Train/test split of the metrics that fit predictors (DCI, SAP, "
@@ -105,8 +121,8 @@ def _finite(_ctx, _param, value: float) -> float:
 @click.option("--force", is_flag=True,
               help="Replace an --out folder that holds earlier results of this command.")
 def score(latents_path, factors_path, latents_key, factors_key, metrics, discrete, n_neighbors,
-          active_rule, dci_predictor, dci_backend, split, train_fraction, device, seed, as_json,
-          out_dir, force):
+          active_rule, dci_predictor, dci_backend, dci_max_train_rows, split, train_fraction,
+          device, seed, as_json, out_dir, force):
     """Score LATENTS (.npz/.npy, one row per sample) against --factors.
 
     \b
@@ -125,7 +141,8 @@ def score(latents_path, factors_path, latents_key, factors_key, metrics, discret
     options = {"latents_key": latents_key, "factors_key": factors_key,
                "metrics": metrics, "discrete": discrete, "n_neighbors": n_neighbors,
                "active": active_rule, "predictor": dci_predictor, "backend": dci_backend,
-               "split": split, "train_fraction": train_fraction, "seed": seed}
+               "max_train_rows": dci_max_train_rows, "split": split,
+               "train_fraction": train_fraction, "seed": seed}
     try:
         _score(latents_path, factors_path, options, device, as_json, out_dir, force)
     except KeyboardInterrupt:

@@ -2,17 +2,9 @@
 
 One classifier per factor predicts the factor's value from all latents; its feature
 importances form one column of the importance matrix ``R`` (rows = latents, columns =
-factors, each column summing to one). From ``R``:
-
-- disentanglement ``D = sum_i rho_i (1 - H_F(P_i.))`` with ``P_i. = R_i. / sum_j R_ij`` and
-  ``rho_i = sum_j R_ij / sum_ij R_ij`` (entropy base = number of factors);
-- completeness ``C = sum_j rho_j (1 - H_d(P~_.j))`` with the column distributions
-  (entropy base = number of latents);
-- informativeness: the classifiers' mean accuracy on the training and on the test rows.
-
-The entropies follow disentanglement_lib exactly (``1e-11`` added before normalising, weights
-uniform when ``R`` is all zero), so :func:`disentanglement` and :func:`completeness` return
-its numbers for any importance matrix.
+factors, each column summing to one). From ``R``, disentanglement and completeness
+(:mod:`disentangle_eval._dci_scores`, disentanglement_lib's entropy formulas);
+informativeness is the classifiers' mean accuracy on the training and on the test rows.
 """
 from __future__ import annotations
 
@@ -21,118 +13,27 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.special
 import torch
 
-from disentangle_eval._results import MetricResult
-from disentangle_eval._split import (check_split_options, require_two_classes, split_rows,
-                                     split_warnings)
-from disentangle_eval._validation import (DataError, ScoringInputs, check_inputs,
-                                          resolve_device)
+from ._dci_predictors import (check_predictor_memory, fit_gbt_torch, fit_logistic_torch,
+                              fit_sklearn)
+from ._dci_scores import (completeness, completeness_per_factor, disentanglement,
+                          disentanglement_per_code)
+from ._gbt import MAX_TRAIN_ROWS
+from ._results import MetricResult
+from ._split import check_split_options, require_two_classes, split_rows, split_warnings
+from ._validation import DataError, ScoringInputs, check_inputs, resolve_device
 
 __all__ = ["DCIResult", "dci", "dci_from_inputs", "disentanglement", "completeness",
            "disentanglement_per_code", "completeness_per_factor", "PREDICTORS", "BACKENDS"]
 
 PREDICTORS = ("gbt", "random_forest", "logistic")
 BACKENDS = ("torch", "sklearn")
-
-
-# --------------------------------------------------------------------------------------
-# Scores of an importance matrix
-# --------------------------------------------------------------------------------------
-
-def _importance_matrix(importance) -> np.ndarray:
-    matrix = np.asarray(importance, dtype=np.float64)
-    if matrix.ndim != 2:
-        raise ValueError(f"importance must be 2-D (n_latents, n_factors): shape is {matrix.shape}")
-    if matrix.size == 0:
-        raise ValueError(f"importance must not be empty: shape is {matrix.shape}")
-    if not np.all(np.isfinite(matrix)) or np.any(matrix < 0):
-        raise ValueError("importance must hold finite non-negative values")
-    return matrix
-
-
-def _one_minus_entropy(distributions: np.ndarray, base: int) -> np.ndarray:
-    """``1 - H_base`` of each column of ``distributions`` (+1e-11, then normalised).
-
-    The reference's ``scipy.stats.entropy(p + 1e-11, base=base)``, written out with the
-    same operations (``scipy.stats`` alone takes about a second to import).
-    """
-    if base == 1:  # a single outcome: zero entropy (scipy would divide by log 1 = 0)
-        return np.ones(distributions.shape[1])
-    p = distributions + 1e-11
-    p = p / np.sum(p, axis=0, keepdims=True)
-    return 1.0 - np.sum(scipy.special.entr(p), axis=0) / np.log(base)
-
-
-def disentanglement_per_code(importance) -> np.ndarray:
-    """Disentanglement ``1 - H_F(P_i.)`` of each latent, shape (n_latents,)."""
-    matrix = _importance_matrix(importance)
-    return _one_minus_entropy(matrix.T, matrix.shape[1])
-
-
-def completeness_per_factor(importance) -> np.ndarray:
-    """Completeness ``1 - H_d(P~_.j)`` of each factor, shape (n_factors,)."""
-    matrix = _importance_matrix(importance)
-    return _one_minus_entropy(matrix, matrix.shape[0])
-
-
-def disentanglement(importance) -> float:
-    """Disentanglement score of an importance matrix, as disentanglement_lib computes it.
-
-    Parameters
-    ----------
-    importance : array-like of shape (n_latents, n_factors)
-        Non-negative importances, rows = latents, columns = factors.
-
-    Returns
-    -------
-    float
-        ``sum_i rho_i (1 - H_F(P_i.))``; code weights ``rho_i`` are the row sums over the
-        total (uniform when the matrix is all zero).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> round(disentanglement(np.eye(3)), 6)
-    1.0
-    >>> round(disentanglement(np.hstack([np.eye(5), np.eye(5)])), 6)  # 1 - log 2 / log 10
-    0.69897
-    """
-    matrix = _importance_matrix(importance)
-    per_code = _one_minus_entropy(matrix.T, matrix.shape[1])
-    if matrix.sum() == 0.0:
-        matrix = np.ones_like(matrix)
-    weights = matrix.sum(axis=1) / matrix.sum()
-    return float(np.sum(per_code * weights))
-
-
-def completeness(importance) -> float:
-    """Completeness score of an importance matrix, as disentanglement_lib computes it.
-
-    Parameters
-    ----------
-    importance : array-like of shape (n_latents, n_factors)
-        Non-negative importances, rows = latents, columns = factors.
-
-    Returns
-    -------
-    float
-        ``sum_j rho_j (1 - H_d(P~_.j))``; factor weights are the column sums over the
-        total (uniform when the matrix is all zero).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> round(completeness(np.vstack([np.eye(5), np.eye(5)])), 6)  # 1 - log 2 / log 10
-    0.69897
-    """
-    matrix = _importance_matrix(importance)
-    per_factor = _one_minus_entropy(matrix, matrix.shape[0])
-    if matrix.sum() == 0.0:
-        matrix = np.ones_like(matrix)
-    weights = matrix.sum(axis=0) / matrix.sum()
-    return float(np.sum(per_factor * weights))
+# At most this many training and test rows are used, a seeded subsample of the split's:
+# ten times the reference's 10000 + 5000, beyond which the scores hardly change while the
+# fit's time and memory keep growing with the rows.
+DEFAULT_MAX_TRAIN_ROWS = 100_000
+DEFAULT_MAX_TEST_ROWS = 50_000
 
 
 # --------------------------------------------------------------------------------------
@@ -162,6 +63,10 @@ class DCIResult(MetricResult):
     seed : int
     n_train, n_test : int
         Rows used for fitting and for the test accuracy.
+    n_train_available, n_test_available : int
+        Rows of the split before the ``max_train_rows`` / ``max_test_rows`` subsample.
+    max_train_rows, max_test_rows : int or None
+        The caps in force (``None``: no cap).
     device : str
         Device of the torch computations (``"cpu"`` for the scikit-learn backend).
     warnings : tuple of str
@@ -184,6 +89,10 @@ class DCIResult(MetricResult):
     seed: int
     n_train: int
     n_test: int
+    n_train_available: int
+    n_test_available: int
+    max_train_rows: int | None
+    max_test_rows: int | None
     device: str
     warnings: tuple[str, ...] = field(default=())
 
@@ -193,80 +102,15 @@ class DCIResult(MetricResult):
 
 
 # --------------------------------------------------------------------------------------
-# Predictors
-# --------------------------------------------------------------------------------------
-
-def _sklearn_per_factor(make_model, x_train, y_train, x_test, y_test, n_jobs, progress):
-    """Fit ``make_model()`` once per factor in parallel; return importance and accuracies."""
-    from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
-
-    def fit_one(j):
-        model = make_model()
-        model.fit(x_train, y_train[:, j])
-        return (np.abs(model.feature_importances_),
-                float(np.mean(model.predict(x_train) == y_train[:, j])),
-                float(np.mean(model.predict(x_test) == y_test[:, j])))
-
-    n_factors = y_train.shape[1]
-    jobs = (delayed(fit_one)(j) for j in range(n_factors))
-    parallel = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator")
-    results = list(tqdm(parallel(jobs), total=n_factors, desc="DCI classifiers",
-                        unit="factor", disable=None if progress else True, leave=False))
-    importance = np.stack([r[0] for r in results], axis=1)
-    return (importance, np.array([r[1] for r in results]), np.array([r[2] for r in results]))
-
-
-def _fit_gbt_torch(x_train, y_train, x_test, y_test, seed, progress, max_bins):
-    from disentangle_eval._gbt import MAX_TRAIN_ROWS, fit_gbt_classifiers
-
-    if x_train.shape[0] > MAX_TRAIN_ROWS:
-        raise DataError(f"the torch GBT takes at most {MAX_TRAIN_ROWS} training rows "
-                        f"(got {x_train.shape[0]}); use backend='sklearn' or fewer rows")
-    fit = fit_gbt_classifiers(x_train, y_train, x_test, seed=seed, progress=progress,
-                              max_bins=max_bins)
-    acc_train = (fit.predict_train == y_train).double().mean(0)
-    acc_test = (fit.predict_test == y_test).double().mean(0)
-    return (fit.importance.cpu().numpy(), acc_train.cpu().numpy(), acc_test.cpu().numpy())
-
-
-def _fit_logistic_torch(x_train, y_train, x_test, y_test, l2):
-    from disentangle_eval._logistic import fit_multinomial_logistic
-
-    mean = x_train.mean(0)
-    std = x_train.std(0, unbiased=False)
-    std = torch.where(std > 0, std, torch.ones_like(std))
-    z_train = (x_train - mean) / std
-    z_test = (x_test - mean) / std
-    # Relabel every factor to the classes present in the training rows.
-    codes, classes = [], []
-    for j in range(y_train.shape[1]):
-        cls, inv = torch.unique(y_train[:, j], return_inverse=True)
-        classes.append(cls)
-        codes.append(inv)
-    codes = torch.stack(codes, 1)
-    n_classes = [c.numel() for c in classes]
-    fit = fit_multinomial_logistic(z_train, codes, n_classes, sample_weight=None, l2=l2)
-    weights = fit.weights.abs() * fit.class_mask[:, None, :]          # (F, d, K)
-    importance = weights.sum(2).T                                      # (d, F)
-    total = importance.sum(0, keepdim=True)
-    importance = torch.where(total > 0, importance / torch.where(total > 0, total, 1.0), 0.0)
-    acc = []
-    for z, y in ((z_train, y_train), (z_test, y_test)):
-        pred = fit.log_proba(z).argmax(-1)                             # (F, n)
-        labels = torch.stack([classes[j][pred[j]] for j in range(len(classes))], 1)
-        acc.append((labels == y).double().mean(0).cpu().numpy())
-    return importance.cpu().numpy(), acc[0], acc[1]
-
-
-# --------------------------------------------------------------------------------------
 # The metric
 # --------------------------------------------------------------------------------------
 
 def dci(latents, factors, *, predictor: str = "gbt", backend: str = "torch",
         split: str = "random", train_fraction: float = 0.9, seed: int = 0,
-        device=None, progress: bool = False, n_jobs: int | None = -1,
-        max_bins: int = 256, l2: float = 1e-2, factor_names=None) -> DCIResult:
+        max_train_rows: int | None = DEFAULT_MAX_TRAIN_ROWS,
+        max_test_rows: int | None = DEFAULT_MAX_TEST_ROWS, device=None,
+        progress: bool = False, n_jobs: int | None = -1, max_bins: int = 256,
+        l2: float = 1e-2, factor_names=None) -> DCIResult:
     """DCI disentanglement, completeness and informativeness of latents.
 
     Parameters
@@ -304,9 +148,15 @@ def dci(latents, factors, *, predictor: str = "gbt", backend: str = "torch",
     train_fraction : float, default=0.9
         In (0, 1); at least one test row must remain.
     seed : int, default=0
-        Seeds the split permutation, the random tie-breaking between equally good
-        features in tree splits (scikit-learn draws a random feature order per node) and
-        the scikit-learn estimators' ``random_state``.
+        Seeds the split permutation, the row subsamples, the random tie-breaking between
+        equally good features in tree splits (scikit-learn draws a random feature order
+        per node) and the scikit-learn estimators' ``random_state``.
+    max_train_rows, max_test_rows : int or None, default=100000, 50000
+        Most training / test rows used: a split with more is subsampled (seeded by
+        ``seed``, uniformly, in the split's order), and the result's ``warnings`` say so.
+        ``None``: all rows. The reference fits 10000 rows and tests 5000; the caps keep
+        the time and memory of a million-row dataset bounded (the fit's cost grows with
+        the rows, the scores hardly change beyond some ten thousand).
     device : str, torch.device or None, default=None
         Device of the torch backend; ``None``: CUDA when available, else CPU.
     progress : bool, default=False
@@ -329,6 +179,8 @@ def dci(latents, factors, *, predictor: str = "gbt", backend: str = "torch",
     ------
     DataError
         Invalid latents or factors, or a factor with a single value in the training rows.
+        A factor whose classifier needs more memory than is available (e.g. thousands
+        of distinct values: a tree per value and boosting stage).
     ValueError
         An unknown ``predictor``, ``backend`` or ``split``, or ``train_fraction`` outside
         (0, 1) or leaving no test row.
@@ -337,7 +189,10 @@ def dci(latents, factors, *, predictor: str = "gbt", backend: str = "torch",
     -----
     UserWarning
         A contiguous split whose test rows miss factor values that the training rows
-        have, or test rows with factor values never seen in training.
+        have, test rows with factor values never seen in training, a subsample of the
+        rows (``max_train_rows``, ``max_test_rows``), or latents beyond float32's range,
+        which are scaled by a power of two per column first (the trees see float32
+        values, as scikit-learn's do; the scaling changes no split).
 
     References
     ----------
@@ -360,18 +215,20 @@ def dci(latents, factors, *, predictor: str = "gbt", backend: str = "torch",
     >>> result.importance.shape   # rows = latents, columns = factors
     (2, 2)
     """
+    options = dict(predictor=predictor, backend=backend, split=split,
+                   train_fraction=train_fraction, seed=seed, max_train_rows=max_train_rows,
+                   max_test_rows=max_test_rows, progress=progress, n_jobs=n_jobs,
+                   max_bins=max_bins, l2=l2, factor_names=factor_names)
     backend, dev = _check_dci_options(predictor, backend, split, train_fraction, max_bins,
-                                      device)
+                                      max_train_rows, max_test_rows, device)
     # Latents are numbers for the classifiers (as in the reference), never categories.
     inputs = check_inputs(latents, factors, discrete=False, device=dev,
                           factor_names=factor_names)
-    return dci_from_inputs(inputs, predictor=predictor, backend=backend, split=split,
-                           train_fraction=train_fraction, seed=seed, device=dev,
-                           progress=progress, n_jobs=n_jobs, max_bins=max_bins, l2=l2,
-                           factor_names=factor_names)
+    return dci_from_inputs(inputs, device=dev, **options)
 
 
-def _check_dci_options(predictor, backend, split, train_fraction, max_bins, device):
+def _check_dci_options(predictor, backend, split, train_fraction, max_bins, max_train_rows,
+                       max_test_rows, device):
     """Validate the options of :func:`dci`; return the backend and device to use."""
     if predictor not in PREDICTORS:
         raise ValueError(f"predictor must be one of {PREDICTORS}, got {predictor!r}")
@@ -380,6 +237,10 @@ def _check_dci_options(predictor, backend, split, train_fraction, max_bins, devi
     check_split_options(split, train_fraction)
     if isinstance(max_bins, bool) or not isinstance(max_bins, int) or not 2 <= max_bins:
         raise ValueError(f"max_bins must be an integer >= 2, got {max_bins!r}")
+    for name, value in (("max_train_rows", max_train_rows), ("max_test_rows", max_test_rows)):
+        if value is not None and (isinstance(value, bool)
+                                  or not isinstance(value, (int, np.integer)) or value < 1):
+            raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
     if predictor == "random_forest":
         backend = "sklearn"
     dev = resolve_device(device) if backend == "torch" else torch.device("cpu")
@@ -388,69 +249,66 @@ def _check_dci_options(predictor, backend, split, train_fraction, max_bins, devi
 
 def dci_from_inputs(inputs: ScoringInputs, *, predictor: str = "gbt", backend: str = "torch",
                     split: str = "random", train_fraction: float = 0.9, seed: int = 0,
-                    device=None, progress: bool = False, n_jobs: int | None = -1,
-                    max_bins: int = 256, l2: float = 1e-2, factor_names=None) -> DCIResult:
+                    max_train_rows: int | None = DEFAULT_MAX_TRAIN_ROWS,
+                    max_test_rows: int | None = DEFAULT_MAX_TEST_ROWS, device=None,
+                    progress: bool = False, n_jobs: int | None = -1, max_bins: int = 256,
+                    l2: float = 1e-2, factor_names=None) -> DCIResult:
     """:func:`dci` of inputs already checked by :func:`~disentangle_eval._validation.check_inputs`.
 
     The latents are used as numbers (``inputs.raw_latents``) whether or not the inputs
     were checked as discrete codes. Parameters are those of :func:`dci`.
     """
     backend, dev = _check_dci_options(predictor, backend, split, train_fraction, max_bins,
+                                      max_train_rows, max_test_rows,
                                       device if device is not None else inputs.device)
     train_fraction = float(train_fraction)
-    use_torch = backend == "torch"
-    n_samples = inputs.n_samples
-    train_rows, test_rows = split_rows(n_samples, split, train_fraction, seed)
+    train_rows, test_rows = split_rows(inputs.n_samples, split, train_fraction, seed)
+    available = (len(train_rows), len(test_rows))
+    train_rows = _subsample(train_rows, max_train_rows, seed, 1)
+    test_rows = _subsample(test_rows, max_test_rows, seed, 2)
+    messages = []
+    if (len(train_rows), len(test_rows)) != available:
+        messages.append(
+            f"DCI used a seeded subsample of the rows: {len(train_rows)} of "
+            f"{available[0]} training rows (max_train_rows={max_train_rows}) and "
+            f"{len(test_rows)} of {available[1]} test rows (max_test_rows={max_test_rows})")
+    if len(train_rows) > MAX_TRAIN_ROWS and predictor == "gbt" and backend == "torch":
+        raise DataError(f"the torch trees take at most {MAX_TRAIN_ROWS} training rows (got "
+                        f"{len(train_rows)}); set max_train_rows")
     y_all = inputs.factors.cpu().numpy()
-    y_train_np, y_test_np = y_all[train_rows], y_all[test_rows]
-    require_two_classes(y_train_np, split, factor_names)
-    messages = split_warnings(y_train_np, y_test_np, split, factor_names)
+    y_train, y_test = y_all[train_rows], y_all[test_rows]
+    require_two_classes(y_train, split, factor_names)
+    messages += split_warnings(y_train, y_test, split, factor_names)
+    x_all, scaled = _within_float32(inputs.raw_latents)
+    if scaled:
+        messages.append(
+            f"latent column(s) {', '.join(map(str, scaled))} exceed float32's range, in "
+            "which the trees compare values; scaled by a power of two per column (exact, "
+            "and a tree split compares values within a column only)")
     for message in messages:
         warnings.warn(message, UserWarning, stacklevel=3)
+    check_predictor_memory(predictor, backend, len(train_rows), len(test_rows),
+                           [len(np.unique(y_train[:, j])) for j in range(y_train.shape[1])],
+                           dev, n_jobs, factor_names)
 
-    if use_torch:
+    if backend == "torch":
         index_train = torch.as_tensor(train_rows, device=dev)
         index_test = torch.as_tensor(test_rows, device=dev)
-        x_all, y_all_t = inputs.raw_latents.to(dev), inputs.factors.to(dev)
+        x_all, y_all_t = x_all.to(dev), inputs.factors.to(dev)
         x_train, x_test = x_all[index_train], x_all[index_test]
-        y_train, y_test = y_all_t[index_train], y_all_t[index_test]
+        y_train_t, y_test_t = y_all_t[index_train], y_all_t[index_test]
         if predictor == "gbt":
-            importance, acc_train, acc_test = _fit_gbt_torch(
-                x_train, y_train, x_test, y_test, seed, progress, max_bins)
+            importance, acc_train, acc_test = fit_gbt_torch(
+                x_train, y_train_t, x_test, y_test_t, seed=seed, progress=progress,
+                max_bins=max_bins, factor_names=factor_names)
         else:
-            importance, acc_train, acc_test = _fit_logistic_torch(
-                x_train, y_train, x_test, y_test, l2)
+            importance, acc_train, acc_test = fit_logistic_torch(
+                x_train, y_train_t, x_test, y_test_t, l2=l2)
     else:
-        x_all = inputs.raw_latents.cpu().numpy()
-        x_train, x_test = x_all[train_rows], x_all[test_rows]
-        if predictor == "gbt":
-            from sklearn.ensemble import GradientBoostingClassifier
-
-            def make_model():
-                return GradientBoostingClassifier(random_state=seed)
-        elif predictor == "random_forest":
-            from sklearn.ensemble import RandomForestClassifier
-
-            def make_model():
-                return RandomForestClassifier(n_estimators=100, criterion="entropy",
-                                              max_depth=10, random_state=seed)
-        else:
-            from sklearn.linear_model import LogisticRegression
-
-            x_mean, x_std = x_train.mean(0), x_train.std(0)
-            x_std = np.where(x_std > 0, x_std, 1.0)
-            x_train, x_test = (x_train - x_mean) / x_std, (x_test - x_mean) / x_std
-
-            class _LogisticProbe(LogisticRegression):
-                @property
-                def feature_importances_(self):
-                    weights = np.abs(self.coef_).sum(0)
-                    return weights / weights.sum() if weights.sum() > 0 else weights
-
-            def make_model():
-                return _LogisticProbe(C=1.0 / (l2 * len(train_rows)), max_iter=500)
-        importance, acc_train, acc_test = _sklearn_per_factor(
-            make_model, x_train, y_train_np, x_test, y_test_np, n_jobs, progress)
+        x_all = x_all.cpu().numpy()
+        importance, acc_train, acc_test = fit_sklearn(
+            predictor, x_all[train_rows], y_train, x_all[test_rows], y_test, seed=seed, l2=l2,
+            n_jobs=n_jobs, progress=progress)
 
     importance = np.asarray(importance, dtype=np.float64)
     return DCIResult(
@@ -464,5 +322,34 @@ def dci_from_inputs(inputs: ScoringInputs, *, predictor: str = "gbt", backend: s
         per_factor_accuracy_train=np.asarray(acc_train, dtype=np.float64),
         per_factor_accuracy_test=np.asarray(acc_test, dtype=np.float64),
         predictor=predictor, backend=backend, split=split, train_fraction=train_fraction,
-        seed=int(seed), n_train=len(train_rows), n_test=len(test_rows), device=str(dev),
+        seed=int(seed), n_train=len(train_rows), n_test=len(test_rows),
+        n_train_available=available[0], n_test_available=available[1],
+        max_train_rows=max_train_rows, max_test_rows=max_test_rows, device=str(dev),
         warnings=tuple(messages))
+
+
+def _subsample(rows: np.ndarray, most: int | None, seed: int, stream: int) -> np.ndarray:
+    """At most ``most`` of ``rows``, drawn uniformly (seeded), in their given order."""
+    if most is None or len(rows) <= most:
+        return rows
+    keep = np.random.default_rng([int(seed), stream]).choice(len(rows), most, replace=False)
+    return rows[np.sort(keep)]
+
+
+# Columns whose largest magnitude reaches this are scaled: float32's largest finite value
+# is just below 2**128, and values near it round to infinity.
+_FLOAT32_SAFE = 2.0 ** 127
+
+
+def _within_float32(latents: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """``latents`` with every column whose values would overflow float32 scaled by a power
+    of two into range (exact in float64), and the indices of those columns."""
+    largest = latents.abs().amax(0).tolist()
+    scaled = [j for j, m in enumerate(largest) if m >= _FLOAT32_SAFE]
+    if not scaled:
+        return latents, []
+    latents = latents.clone()
+    for j in scaled:
+        exponent = math.frexp(largest[j])[1]                      # largest < 2**exponent
+        latents[:, j] *= 2.0 ** (127 - exponent)
+    return latents, scaled

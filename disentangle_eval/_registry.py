@@ -22,8 +22,9 @@ from .plotting import plot_importance, plot_matrix, plot_nmi
 __all__ = ["MetricSpec", "METRICS", "DEFAULT_METRICS", "SETTING_NAMES", "run_metric"]
 
 # Keyword arguments that a metric may take from the shared settings of a scoring run.
-SETTING_NAMES = ("n_neighbors", "active", "predictor", "backend", "split", "train_fraction",
-                 "seed", "device", "progress", "factor_names")
+SETTING_NAMES = ("n_neighbors", "active", "predictor", "backend", "max_train_rows",
+                 "max_test_rows", "split", "train_fraction", "seed", "device", "progress",
+                 "factor_names")
 # What is not recorded as the metric's own settings in a report.
 _RUN_SETTINGS = ("seed", "device", "progress", "factor_names")
 
@@ -95,7 +96,8 @@ def _mutual_information_heatmap(result, factor_names, path):
 _SPLIT_OPTIONS = ("split", "train_fraction", "seed", "factor_names")
 
 METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
-    MetricSpec("dci", dci_from_inputs, options=("predictor", "backend", "split", "train_fraction",
+    MetricSpec("dci", dci_from_inputs, options=("predictor", "backend", "max_train_rows",
+                                                "max_test_rows", "split", "train_fraction",
                                                 "seed", "device", "progress", "factor_names"),
                matrices=("importance",), heatmap=_importance_heatmap,
                heatmap_file="importance.png"),

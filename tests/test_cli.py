@@ -228,6 +228,7 @@ def test_dci_through_cli_matches_reference_and_writes_importance(tmp_path):
     np.testing.assert_allclose(importance, got["importance"])
     assert (out / "importance.png").read_bytes()[:4] == b"\x89PNG"
     assert payload["settings"]["dci"] == {"predictor": "gbt", "backend": "torch",
+                                          "max_train_rows": 100000,
                                           "split": "contiguous", "train_fraction": 0.9}
 
 

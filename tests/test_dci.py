@@ -42,7 +42,7 @@ def test_analytic_importance_matrices(name):
 def test_entropy_is_scipy_stats_entropy_bit_for_bit():
     import scipy.stats
 
-    from disentangle_eval._dci import _one_minus_entropy
+    from disentangle_eval._dci_scores import _one_minus_entropy
 
     rng = np.random.default_rng(0)
     for shape in [(12, 6), (14, 7), (5, 40)]:
@@ -94,11 +94,13 @@ def _check(result: DCIResult, reference: dict, tol_dc: float, tol_i: float):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
 @pytest.mark.parametrize("case", CONFORMANCE_CASES)
-def test_torch_backend_reproduces_disentanglement_lib(case):
+def test_torch_backend_reproduces_disentanglement_lib(case, device):
     arrays, reference = _reference(case)
     result = dci(arrays["latents"], arrays["factors"], backend="torch", split="contiguous",
-                 train_fraction=0.9, device="cpu")
+                 train_fraction=0.9, device=device)
     assert result.n_train == 5400 and result.n_test == 600
     _check(result, reference, tol_dc=0.03, tol_i=0.02)
 
@@ -178,9 +180,6 @@ def test_torch_gbt_worker_threads_give_the_same_fit():
         assert torch.equal(fit.importance, fits[0].importance)
         assert torch.equal(fit.predict_train, fits[0].predict_train)
         assert torch.equal(fit.predict_test, fits[0].predict_test)
-    with pytest.raises(ValueError, match="target column 3 has a single class"):
-        fit_gbt_classifiers(x[:200], torch.cat([y[:200], y[:200, :1] * 0], 1), x[200:],
-                            n_estimators=2, workers=2)
 
 
 def test_torch_gbt_ignores_reduced_float32_matmul_precision():
@@ -202,27 +201,148 @@ def test_torch_gbt_ignores_reduced_float32_matmul_precision():
 
 def test_torch_gbt_histogram_precision_follows_the_largest_bin(monkeypatch):
     import disentangle_eval._gbt as gbt
+    from disentangle_eval._gbt_binning import histogram_precision
 
-    assert gbt._histogram_dtype(60) == torch.float32 and gbt._gradient_bits(60, torch.float32) == 18
-    assert gbt._histogram_dtype(255) == torch.float32
-    assert gbt._histogram_dtype(256) == torch.float64 and gbt._gradient_bits(256, torch.float64) == 30
+    assert histogram_precision(60, 10000) == (torch.float32, 18)
+    assert histogram_precision(255, 10000) == (torch.float32, 16)
+    assert histogram_precision(256, 10000) == (torch.float64, 30)
+    # Float64 sums over all rows stay below 2**53.
+    assert histogram_precision(256, 2 ** 23) == (torch.float64, 29)
     latents, factors = _small_problem(600)
     x, y = torch.as_tensor(latents), torch.as_tensor(factors)
     fast = gbt.fit_gbt_classifiers(x[:400], y[:400], x[400:], n_estimators=10)
-    monkeypatch.setattr(gbt, "_histogram_dtype", lambda largest_bin: torch.float64)
+    monkeypatch.setattr(gbt, "histogram_precision", lambda largest_bin, n_rows: (torch.float64, 30))
     exact = gbt.fit_gbt_classifiers(x[:400], y[:400], x[400:], n_estimators=10)
     # 18 instead of 30 fractional gradient bits: the same trees up to near-ties.
     torch.testing.assert_close(fast.importance, exact.importance, atol=1e-4, rtol=0)
     assert torch.equal(fast.predict_test, exact.predict_test)
 
 
-def test_torch_gbt_row_limit_is_a_data_error(monkeypatch):
-    import disentangle_eval._gbt as gbt
+def test_torch_gbt_fits_groups_one_after_another_when_memory_is_short():
+    from disentangle_eval._gbt import _schedule, fit_gbt_classifiers
+    from disentangle_eval._gbt_memory import FitShape, FitTooLarge, fit_bytes, shared_bytes
 
-    monkeypatch.setattr(gbt, "MAX_TRAIN_ROWS", 100)
+    shape = FitShape(n_train=200, n_test=100, n_features=5, n_active=4, n_bins=200,
+                     max_depth=3, histogram_itemsize=4, pack=3)
+    trees = [4, 1, 3]
+    assert _schedule(trees, shape, 2, None) == [[[0], [1, 2]]]
+    one_at_a_time = shared_bytes(shape) + fit_bytes(shape, 4, 2)   # 4 trees, not 7
+    assert _schedule(trees, shape, 2, one_at_a_time) == [[[0]], [[1, 2]]]
+    with pytest.raises(FitTooLarge, match="target column 0 .4 per stage. need about"):
+        _schedule(trees, shape, 2, shared_bytes(shape) + fit_bytes(shape, 4, 1) - 1)
+
     latents, factors = _small_problem(300)
-    with pytest.raises(DataError, match="at most 100 training rows .*backend='sklearn'"):
-        dci(latents, factors, device="cpu")
+    x, y = torch.as_tensor(latents), torch.as_tensor(factors)
+    side_by_side = fit_gbt_classifiers(x[:200], y[:200], x[200:], n_estimators=5)
+    in_turn = fit_gbt_classifiers(x[:200], y[:200], x[200:], n_estimators=5,
+                                  max_bytes=one_at_a_time)
+    for field in ("importance", "predict_train", "predict_test"):
+        assert torch.equal(getattr(in_turn, field), getattr(side_by_side, field))
+
+
+@pytest.mark.filterwarnings("ignore:the test rows hold factor values")
+def test_a_factor_too_large_for_memory_is_a_data_error(monkeypatch):
+    import disentangle_eval._dci_predictors as predictors
+
+    latents, factors = _small_problem(400)
+    factors = np.concatenate([factors, np.arange(400)[:, None] // 2], 1)   # an id column
+    monkeypatch.setattr(predictors, "available_memory", lambda device: 50 * 2 ** 20)
+    with pytest.raises(DataError, match=r"factor 'id' \(column 3\) has 196 distinct values "
+                       r"in the 360 training rows: its boosted trees need about .* GiB, "
+                       r"0.0 GiB are available; a factor with more distinct values than "
+                       r"half the rows is almost certainly continuous or an id column"):
+        dci(latents, factors, device="cpu", factor_names=["a", "b", "c", "id"])
+    for predictor, backend in (("gbt", "sklearn"), ("random_forest", "sklearn"),
+                               ("logistic", "torch")):
+        monkeypatch.setattr(predictors, "available_memory", lambda device: 2 ** 20)
+        with pytest.raises(DataError, match=r"factor column 3 has 196 distinct values"):
+            dci(latents, factors, device="cpu", predictor=predictor, backend=backend)
+
+
+def test_many_valued_factor_is_refused_under_a_hard_memory_ceiling(tmp_path):
+    """20000 distinct values once made DCI allocate > 6.8 GB; now one line, exit 1."""
+    import os
+    import sys
+
+    from limits import run_limited
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "ids.npz"
+    np.savez(path, latents=rng.standard_normal((40000, 4)).astype(np.float32),
+             factors=np.stack([np.arange(40000) // 2, rng.integers(0, 3, 40000)], 1))
+    script = os.path.join(os.path.dirname(sys.executable), "disentangle-eval")
+    done = run_limited([script, "score", str(path), "--factors", str(path),
+                        "--metrics", "dci", "--device", "cpu"], timeout=300)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "distinct values in the 36000 training rows" in lines[0] \
+        and "id column" in lines[0] and "GiB are available" in lines[0], done.stderr
+
+
+def test_rows_beyond_the_caps_are_subsampled_with_a_warning():
+    latents, factors = _small_problem()
+    with pytest.warns(UserWarning, match=r"seeded subsample of the rows: 120 of 360 training "
+                                         r"rows \(max_train_rows=120\) and 30 of 40 test"):
+        r = dci(latents, factors, device="cpu", max_train_rows=120, max_test_rows=30)
+    assert (r.n_train, r.n_test, r.n_train_available, r.n_test_available) == (120, 30, 360, 40)
+    assert (r.max_train_rows, r.max_test_rows) == (120, 30)
+    assert any("subsample" in w for w in r.warnings)
+    with pytest.warns(UserWarning, match="seeded subsample"):
+        again = dci(latents, factors, device="cpu", max_train_rows=120, max_test_rows=30)
+        other = dci(latents, factors, device="cpu", max_train_rows=120, max_test_rows=30,
+                    seed=1)
+    np.testing.assert_array_equal(again.importance, r.importance)
+    assert not np.array_equal(other.importance, r.importance)
+    every = dci(latents, factors, device="cpu", max_train_rows=None, max_test_rows=None)
+    assert (every.n_train, every.n_test) == (360, 40) and every.warnings == ()
+    assert dci(latents, factors, device="cpu").n_train == 360       # under the defaults
+
+
+def test_score_command_caps_the_training_rows(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from disentangle_eval.cli.main import main
+
+    latents, factors = _small_problem()
+    path = tmp_path / "small.npz"
+    np.savez(path, latents=latents, factors=factors)
+    runner = CliRunner()
+    common = ["score", str(path), "--factors", str(path), "--metrics", "dci", "--json",
+              "--device", "cpu"]
+    capped = runner.invoke(main, common + ["--dci-max-train-rows", "100"])
+    assert capped.exit_code == 0, capped.output
+    report = json.loads(capped.stdout)
+    assert report["settings"]["dci"]["max_train_rows"] == 100
+    assert (report["dci"]["n_train"], report["dci"]["n_train_available"]) == (100, 360)
+    assert any("seeded subsample" in w for w in report["warnings"])
+    every = runner.invoke(main, common + ["--dci-max-train-rows", "all"])
+    assert json.loads(every.stdout)["dci"]["max_train_rows"] is None
+    bad = runner.invoke(main, common + ["--dci-max-train-rows", "0"])
+    assert bad.exit_code == 2 and "a positive number of rows or 'all', got '0'" in bad.output
+
+
+@pytest.mark.parametrize("value", [0, -3, 1.5, True, "100"])
+def test_max_rows_must_be_positive_integers(value):
+    latents, factors = _small_problem()
+    with pytest.raises(ValueError, match="max_train_rows must be a positive integer or None"):
+        dci(latents, factors, device="cpu", max_train_rows=value)
+
+
+def test_latents_beyond_float32_range_are_scaled_by_a_power_of_two():
+    latents, factors = _small_problem()
+    huge = latents.copy()
+    huge[:, 0] *= 2.0 ** 200          # exact; float32 would make these +-inf
+    huge[:, 2] *= 2.0 ** 900
+    plain = dci(latents, factors, device="cpu", seed=2)
+    with pytest.warns(UserWarning, match=r"latent column\(s\) 0, 2 exceed float32's range"):
+        scaled = dci(huge, factors, device="cpu", seed=2)
+    # A power of two moves every float32 value alike: the same splits, the same trees.
+    np.testing.assert_array_equal(scaled.importance, plain.importance)
+    np.testing.assert_array_equal(scaled.per_factor_accuracy_test,
+                                  plain.per_factor_accuracy_test)
+    assert np.all(np.isfinite(scaled.importance))
 
 
 # --- API: shapes, columns, invariances ----------------------------------------------
@@ -383,10 +503,12 @@ def test_cuda_matches_cpu():
 
 
 def test_docstring_examples():
-    import disentangle_eval._dci as module
+    import disentangle_eval._dci as dci_module
+    import disentangle_eval._dci_scores as scores_module
 
-    failures, _ = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert failures == 0
+    for module in (dci_module, scores_module):
+        failures, tested = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert failures == 0 and tested > 0
 
 
 def test_progress_bar_goes_to_stderr(capsys, monkeypatch):
@@ -402,3 +524,36 @@ def test_progress_bar_goes_to_stderr(capsys, monkeypatch):
         dci(latents, factors, device="cpu", progress=progress)
         assert capsys.readouterr().out == ""
         assert ("/100" in terminal.getvalue()) == progress  # 100 boosting stages
+
+
+def test_ctrl_c_stops_a_fit_within_seconds():
+    """SIGINT reaches the main thread at once; the worker threads stop at their next stage."""
+    import signal
+    import subprocess
+    import time
+
+    code = """
+import numpy as np, torch
+from disentangle_eval import dci
+torch.set_num_threads(2)   # two worker threads fit the factors
+rng = np.random.default_rng(0)
+factors = rng.integers(0, [40, 40, 4], size=(30000, 3))
+latents = factors @ rng.standard_normal((3, 8)) + rng.standard_normal((30000, 8))
+print("fitting", flush=True)
+dci(latents, factors, device="cpu")
+print("finished", flush=True)
+"""
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "fitting"
+        time.sleep(1.5)
+        assert child.poll() is None, "the fit ended before the interrupt"
+        child.send_signal(signal.SIGINT)
+        start = time.perf_counter()
+        out, err = child.communicate(timeout=60)
+        elapsed = time.perf_counter() - start
+    finally:
+        child.kill()
+    assert "finished" not in out and "KeyboardInterrupt" in err
+    assert elapsed < 5, f"the fit took {elapsed:.1f} s to stop"
