@@ -4,6 +4,11 @@ Exit codes: 0 success, 1 bad data (a dataset file missing or malformed, a run fo
 file unreadable, unsafe or not matching its run, settings that cannot fit in memory,
 training diverged), 2 bad usage (options, an existing run folder without
 --resume/--force). The library's errors are told apart by their type.
+
+Under torchrun every process runs this command: each joins the process group that
+torchrun describes (:mod:`reference_models.training.distributed`) and trains its share
+of the batch; rank 0 reports the errors that it shares with the others (the settings,
+the run folder) and writes the results.
 """
 from __future__ import annotations
 
@@ -63,7 +68,8 @@ def _parse_sets(_ctx, _param, values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Training iterations [default: the preset's].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Batch size [default: the preset's].")
+              help="Batch size [default: the preset's]. Under torchrun the global batch, "
+                   "split evenly across the processes (a multiple of their number).")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Seed of initialisation, batches, noise and the evaluation samples "
                    "[default: 1].")
@@ -78,7 +84,7 @@ def _parse_sets(_ctx, _param, values: tuple[str, ...]) -> dict[str, str]:
               help="Override a ModelConfig or TrainConfig field, e.g. --set lr=3e-4 "
                    "(repeatable).")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
-              help="CPU threads of torch.")
+              help="CPU threads of torch (per process under torchrun).")
 @click.option("--checkpoint-minutes", type=click.FloatRange(min=0, min_open=True), default=5.0,
               show_default=True, help="Wall time between checkpoints (besides every "
                                       "checkpoint_every iterations and the end).")
@@ -98,6 +104,12 @@ def main(model, dataset, data_dir, preset, steps, batch_size, seed, device, out_
     InfoMEC, MSE x 1e4) and figures/. An existing run is never overwritten without
     --resume or --force; a killed run continues exactly with --resume.
 
+    Several GPUs or machines: start the command with torchrun. It trains one model with
+    DistributedDataParallel (backend nccl on GPUs, gloo on the CPU): the preset's batch
+    (or --batch-size) is the global batch, split evenly across the processes, each with
+    its own batches and noise from the seed and its rank. Rank 0 alone writes the run
+    folder; --resume continues exactly with the same number of processes.
+
     \b
     Examples:
       train-reference factorqvae --dataset toyshapes --preset smoke
@@ -106,11 +118,16 @@ def main(model, dataset, data_dir, preset, steps, batch_size, seed, device, out_
       train-reference qvae --dataset shapes3d --data-dir data/ --device cuda --set beta=1e-3
       train-reference --figures-only runs/factorqvae-toyshapes-1
       train-reference --list-models
+      torchrun --nproc_per_node 4 $(which train-reference) factorqvae --dataset shapes3d \\
+          --data-dir data/ --device cuda
 
     Exit codes: 0 success, 1 bad data, 2 bad usage.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if figures_only is not None:
+        if os.environ.get("WORLD_SIZE", "1") != "1":
+            raise click.UsageError("--figures-only runs in one process; start it without "
+                                   "torchrun")
         _figures_only(Path(figures_only), device, threads)
         return
     if model is None:
@@ -122,32 +139,72 @@ def main(model, dataset, data_dir, preset, steps, batch_size, seed, device, out_
 
     from disentangle_eval import DataError
     from reference_models.data.base import DatasetError
+    from reference_models.training.distributed import (
+        check_batch_split, context_from_environment, init_distributed, shutdown,
+    )
     from reference_models.training.loop import train
     from reference_models.training.run_folder import RunFileError, RunFolderError, build_spec
 
+    context = _torchrun_context(context_from_environment)
     try:
         spec = build_spec(model, dataset, preset=preset, data_dir=data_dir, steps=steps,
                           batch_size=batch_size, seed=seed, overrides=overrides)
+        check_batch_split(spec.train_config.batch_size, context.world_size)
     except (ValueError, TypeError) as exc:  # unknown names, fields or values of the settings
-        raise click.UsageError(str(exc)) from None
-    device = _device(device)
+        raise _reported(click.UsageError(str(exc)), context) from None
+    try:
+        device = _device(device)
+    except click.UsageError as exc:
+        raise _reported(exc, context) from None
     run_dir = Path(out_dir) if out_dir else Path("runs") / (
         f"{model}-{dataset}-{spec.train_config.seed}")
-    click.echo(f"run folder: {run_dir}", err=True)
+    if context.is_main:
+        click.echo(f"run folder: {run_dir}", err=True)
+    try:
+        context, device = init_distributed(device)
+    except ValueError as exc:  # more processes than GPUs on this machine
+        raise _reported(click.UsageError(str(exc)), context, shared=False) from None
     try:
         metrics = train(run_dir, spec, device=device, resume=resume, force=force,
                         checkpoint_seconds=60.0 * checkpoint_minutes, threads=threads,
-                        figures=not no_figures)
+                        figures=not no_figures, distributed=context)
     except RunFolderError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise _reported(click.UsageError(str(exc)), context, exc) from None
     except (DatasetError, RunFileError, DataError) as exc:  # DataError: memory, scoring
-        raise BadData(str(exc)) from None
+        raise _reported(BadData(str(exc)), context, exc) from None
     except FloatingPointError as exc:
-        raise BadData(f"training diverged: {exc}") from None
+        raise _reported(BadData(f"training diverged: {exc}"), context, exc) from None
+    finally:
+        shutdown(context)
     if metrics is not None:
         table = metrics["table"]
         click.echo("  ".join(f"{key} {value:.3f}" if key != "MSE" else f"MSE(x1e4) {value:.2f}"
                              for key, value in table.items() if value is not None))
+
+
+def _torchrun_context(read_environment):
+    """This process's rank and world size under torchrun (a single process otherwise)."""
+    try:
+        return read_environment()
+    except ValueError as exc:  # torchrun's variables are malformed
+        raise click.UsageError(str(exc)) from None
+
+
+def _reported(error: click.ClickException, context, exc: Exception | None = None, *,
+              shared: bool | None = None) -> click.exceptions.Exit | click.ClickException:
+    """What a process raises for ``error``: rank 0 reports what every rank found.
+
+    An error that every rank finds alike (the settings, or one that rank 0 found in the
+    run folder and shared, marked ``from_main_rank``) exits the other ranks with its code
+    silently; an error of one rank alone is reported with the rank.
+    """
+    if context.is_main:
+        return error
+    if shared is None:
+        shared = exc is None or getattr(exc, "from_main_rank", False)
+    if shared:
+        return click.exceptions.Exit(error.exit_code)
+    return type(error)(f"rank {context.rank}: {error.message}")
 
 
 def _device(name: str):
