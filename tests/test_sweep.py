@@ -1,5 +1,6 @@
 """Sweeps through submitit: planning, the local executor end to end, resubmission after a
 kill, and the SLURM path up to the sbatch script (a fake sbatch records it)."""
+import importlib.util
 import json
 import os
 import signal
@@ -23,6 +24,10 @@ from reference_models.training.sweep import (
 from reference_models.training.table import collect_metrics, format_table, summarise
 
 LOCAL = Launcher("local", max_parallel=2, timeout_min=10)
+_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_table.py"
+_SPEC = importlib.util.spec_from_file_location("reproduce_table_launcher", _SCRIPT)
+reproduce_table = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(reproduce_table)
 SMOKE = dict(preset="smoke", threads=1, figures=False)
 
 
@@ -274,3 +279,53 @@ def test_slurm_without_a_cluster_says_so(tmp_path, monkeypatch):
     jobs = plan_sweep(["ae"], ["toyshapes"], [1], out=tmp_path, preset="smoke")
     with pytest.raises(RuntimeError, match="srun"):
         run_sweep(jobs, Launcher("slurm"), tmp_path, wait=False, report=None)
+
+
+# -- benchmarks/reproduce_table.py on the sweep API -----------------------------------------
+
+@pytest.mark.slow
+def test_reproduce_table_local_launcher(tmp_path, capsys):
+    out = tmp_path / "reproduce"
+    args = ["--preset", "smoke", "--models", "ae,qvae", "--seeds", "1", "--jobs", "2",
+            "--threads", "1", "--out", str(out), "--set", "steps=2"]
+    assert reproduce_table.main(args) == 0
+    first = capsys.readouterr()
+    assert "| AE |" in first.out and "| QVAE |" in first.out
+    assert "done 2" in first.err
+    assert (out / "table.md").read_text() == first.out
+    timings = (out / "timings.csv").read_text().splitlines()
+    assert timings[0] == "model,dataset,seed,preset,seconds,threads,jobs,status"
+    assert sorted(line.split(",")[0] for line in timings[1:]) == ["ae", "qvae"]
+    assert all(line.endswith(",1,2,ok") for line in timings[1:])
+    # started again: both runs are done, nothing is submitted, the same table
+    submitted = sorted(p.name for p in (out / "submitit").iterdir())
+    assert reproduce_table.main(args) == 0
+    assert capsys.readouterr().out == first.out
+    assert sorted(p.name for p in (out / "submitit").iterdir()) == submitted
+    assert reproduce_table.main(args + ["--status"]) == 0
+    assert capsys.readouterr().err.strip() == "done 2"
+
+
+def test_reproduce_table_slurm_options_reach_sbatch(tmp_path, fake_slurm, capsys):
+    out = tmp_path / "reproduce"
+    assert reproduce_table.main([
+        "--launcher", "slurm", "--partition", "a100", "--gpus", "2", "--cpus", "16",
+        "--mem-gb", "64", "--time", "600", "--jobs", "4", "--sbatch", "account=lab",
+        "--sbatch", "qos=high", "--preset", "smoke", "--seeds", "1,2", "--device", "cuda",
+        "--out", str(out), "--no-wait"]) == 0
+    assert "queued 18" in capsys.readouterr().err
+    lines = (fake_slurm / "submission-0.sh").read_text().splitlines()
+    for option in ("--partition=a100", "--gpus-per-node=2", "--ntasks-per-node=2",
+                   "--cpus-per-task=16", "--mem=64GB", "--time=600", "--array=0-17%4",
+                   "--account=lab", "--qos=high"):
+        assert f"#SBATCH {option}" in lines, option
+    delayed = submitit.core.utils.DelayedSubmission.load(
+        out / "submitit" / "4242_17_submitted.pkl")
+    job = delayed.function
+    assert (job.name, job.device, job.threads, job.seed) == ("factorqvae-toyshapes-2",
+                                                             "cuda", 16, 2)
+    assert reproduce_table.main(["--launcher", "slurm", "--preset", "smoke", "--gpus", "3",
+                                 "--out", str(tmp_path / "odd"), "--no-wait"]) == 2
+    assert "batch size 8 does not split evenly across 3 processes" in capsys.readouterr().err
+    assert reproduce_table.main(["--set", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert "--set: expected KEY=VALUE, got 'nope'" in capsys.readouterr().err

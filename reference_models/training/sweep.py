@@ -529,6 +529,7 @@ def _report_to_stderr(text: str) -> None:
 def run_sweep(jobs: Sequence[TrainingJob], launcher: Launcher, folder: str | os.PathLike, *,
               wait: bool = True, poll_seconds: float = 10.0,
               report: Callable[[str], None] | None = _report_to_stderr,
+              report_seconds: float = 600.0,
               on_finished: Callable[[RunStatus, float], None] | None = None
               ) -> list[RunStatus]:
     """Submit the sweep's runs that need it and, with ``wait``, follow them to the end.
@@ -549,8 +550,10 @@ def run_sweep(jobs: Sequence[TrainingJob], launcher: Launcher, folder: str | os.
     poll_seconds : float, default 10
         Time between looks at the jobs.
     report : callable, optional
-        Receives :func:`format_status` text whenever the progress changes (default: a
-        line with the time on stderr); None: silent.
+        Receives :func:`format_status` text whenever a run changes state, and at least
+        every ``report_seconds`` while waiting (default: with the time, on stderr); None:
+        silent.
+    report_seconds : float, default 600
     on_finished : callable, optional
         Called with the status and the seconds since its submission of each run that
         this call submitted, when it ends (done or failed).
@@ -566,7 +569,7 @@ def run_sweep(jobs: Sequence[TrainingJob], launcher: Launcher, folder: str | os.
     live: dict[str, submitit.Job] = {}
     submitted_at: dict[str, float] = {}
     finished: set[str] = set()
-    last_text = None
+    last_states, last_report = None, 0.0
     while True:
         statuses = sweep_status(jobs, folder, live=live)
         limit = None
@@ -584,10 +587,11 @@ def run_sweep(jobs: Sequence[TrainingJob], launcher: Launcher, folder: str | os.
                     finished.add(status.name)
                     if on_finished is not None:
                         on_finished(status, now - submitted_at[status.name])
-        text = format_status(statuses)
-        if report is not None and text != last_text:
-            report(text)
-        last_text = text
+        states = [(status.name, status.state) for status in statuses]
+        if report is not None and (states != last_states
+                                   or now - last_report >= report_seconds):
+            report(format_status(statuses))
+            last_states, last_report = states, now
         waiting = any(s.state in ("running", "queued") for s in statuses)
         unsubmitted = any(s.state in ("failed", "interrupted", "not started")
                           and s.name not in live for s in statuses)
