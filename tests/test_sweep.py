@@ -119,7 +119,7 @@ def test_format_status():
 # -- the local executor ----------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_local_sweep_end_to_end(tmp_path):
+def test_local_sweep_end_to_end(tmp_path, capsys):
     """A 2 x 2 sweep (models x seeds) of smoke trainings and a run that fails, two at a
     time through submitit's local executor; then the table of what finished."""
     sweep = tmp_path / "sweep"
@@ -156,6 +156,18 @@ def test_local_sweep_end_to_end(tmp_path):
     assert [status.state for status in again] == ["done"] * 4
     assert sorted(p.name for p in (sweep / "submitit").iterdir()) == jobs_before
     assert json.loads((sweep / MANIFEST).read_text()) == manifest
+
+    # reproduce_table.py on the same runs: all finished, nothing submitted, their table
+    args = ["--preset", "smoke", "--models", "ae,factorqvae", "--seeds", "1,2", "--out",
+            str(sweep), "--set", "steps=4", "--threads", "1"]
+    assert reproduce_table.main(args) == 0
+    output = capsys.readouterr()
+    assert "| AE |" in output.out and "| FactorQVAE |" in output.out
+    assert output.err.strip().endswith("done 4")
+    assert (sweep / "table.md").read_text() == output.out
+    assert reproduce_table.main(args + ["--status"]) == 0
+    assert capsys.readouterr().err.strip() == "done 4"
+    assert sorted(p.name for p in (sweep / "submitit").iterdir()) == jobs_before
 
 
 def _children(pid: int) -> list[int]:
@@ -282,29 +294,6 @@ def test_slurm_without_a_cluster_says_so(tmp_path, monkeypatch):
 
 
 # -- benchmarks/reproduce_table.py on the sweep API -----------------------------------------
-
-@pytest.mark.slow
-def test_reproduce_table_local_launcher(tmp_path, capsys):
-    out = tmp_path / "reproduce"
-    args = ["--preset", "smoke", "--models", "ae,qvae", "--seeds", "1", "--jobs", "2",
-            "--threads", "1", "--out", str(out), "--set", "steps=2"]
-    assert reproduce_table.main(args) == 0
-    first = capsys.readouterr()
-    assert "| AE |" in first.out and "| QVAE |" in first.out
-    assert "done 2" in first.err
-    assert (out / "table.md").read_text() == first.out
-    timings = (out / "timings.csv").read_text().splitlines()
-    assert timings[0] == "model,dataset,seed,preset,seconds,threads,jobs,status"
-    assert sorted(line.split(",")[0] for line in timings[1:]) == ["ae", "qvae"]
-    assert all(line.endswith(",1,2,ok") for line in timings[1:])
-    # started again: both runs are done, nothing is submitted, the same table
-    submitted = sorted(p.name for p in (out / "submitit").iterdir())
-    assert reproduce_table.main(args) == 0
-    assert capsys.readouterr().out == first.out
-    assert sorted(p.name for p in (out / "submitit").iterdir()) == submitted
-    assert reproduce_table.main(args + ["--status"]) == 0
-    assert capsys.readouterr().err.strip() == "done 2"
-
 
 def test_reproduce_table_slurm_options_reach_sbatch(tmp_path, fake_slurm, capsys):
     out = tmp_path / "reproduce"

@@ -117,8 +117,11 @@ def test_reproduce_table_script_runs_two_trainings_at_once(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| AE |" in result.stdout and "| QLAE |" in result.stdout
     assert (out / "table.md").read_text() == result.stdout
-    assert sorted(p.name for p in (out / "logs").iterdir()) == [
-        "ae-toyshapes-1.log", "qlae-toyshapes-1.log"]
+    # each training ran as a submitit job, with its log in OUT/submitit/
+    jobs = json.loads((out / "sweep.json").read_text())
+    assert sorted(jobs) == ["ae-toyshapes-1", "qlae-toyshapes-1"]
+    for entry in jobs.values():
+        assert (out / "submitit" / f"{entry['job_id']}_0_log.err").is_file()
     timings = pd.read_csv(out / "timings.csv")
     assert list(timings["status"]) == ["ok", "ok"]
     # Default threads per training: the machine's cores shared by the two jobs.
