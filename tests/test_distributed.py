@@ -25,7 +25,9 @@ from reference_models.training.distributed import (
     init_distributed, launched_by_torchrun, mean_across_ranks, on_main, rank_streams,
 )
 from reference_models.training.loop import train
-from reference_models.training.run_folder import build_spec, load_checkpoint
+from reference_models.training.run_folder import (
+    RunFileError, RunFolderError, build_spec, load_checkpoint,
+)
 from reference_models.training.schedules import temperature
 
 TORCHRUN = shutil.which("torchrun")
@@ -163,6 +165,32 @@ def test_single_process_training_is_bit_identical_to_before(tmp_path, restore_th
     config = json.loads((tmp_path / "evaluated" / "config.json").read_text())
     assert (config["world_size"], config["batch_per_rank"]) == (1, 8)
     assert _state(tmp_path / "evaluated")["world_size"] == 1
+
+
+def test_a_resume_needs_the_world_size_the_run_was_started_with(tmp_path, restore_threads):
+    spec = build_spec("ae", "toyshapes", preset="smoke", steps=4)
+    train(tmp_path / "run", spec, device="cpu", threads=1, stop_after=2)
+    config_path = tmp_path / "run" / "config.json"
+    checkpoint_path = tmp_path / "run" / "checkpoint.pt"
+    config = json.loads(config_path.read_text())
+    state = torch.load(checkpoint_path, weights_only=True)
+
+    torch.save({**state, "world_size": 2}, checkpoint_path)
+    with pytest.raises(RunFileError, match=r"written by 2 process\(es\), but its config.json "
+                                           "and this run have 1"):
+        train(tmp_path / "run", None, device="cpu", threads=1, resume=True)
+    for bad in ("2", None, 0):
+        config_path.write_text(json.dumps({**config, "world_size": bad}))
+        with pytest.raises(RunFileError, match="is not a number of processes"):
+            train(tmp_path / "run", None, device="cpu", threads=1, resume=True)
+    config_path.write_text(json.dumps({**config, "world_size": 4}))
+    with pytest.raises(RunFolderError, match=r"was trained by 4 process\(es\), not 1; "
+                                             "resume it with 4"):
+        train(tmp_path / "run", None, device="cpu", threads=1, resume=True)
+    config_path.write_text(json.dumps(config))
+    torch.save(state, checkpoint_path)
+    train(tmp_path / "run", None, device="cpu", threads=1, resume=True, evaluate=False)
+    assert _state(tmp_path / "run")["step"] == 4
 
 
 def test_figures_only_refuses_torchrun():

@@ -112,7 +112,8 @@ def _rank_rng_states(state: dict[str, Any], context: DistributedContext,
                      path: Path) -> dict[str, Any]:
     """This rank's random states in a checkpoint (written by as many processes)."""
     stored = state.get("world_size", 1)
-    if stored != context.world_size:
+    if isinstance(stored, bool) or not isinstance(stored, int) \
+            or stored != context.world_size:
         raise RunFileError(f"{path}: written by {one_line(repr(stored), 40)} process(es), "
                            f"but its {CONFIG} and this run have {context.world_size}")
     if not context.enabled:
