@@ -22,8 +22,9 @@ from ._lbfgs import batched_lbfgs
 __all__ = ["LogisticFit", "check_fit_options", "fit_multinomial_logistic",
            "fit_multinomial_logistic_reference", "log_loss", "one_hot_design"]
 
-# Bytes of (targets x classes x rows) scratch one block of rows may take.
-_BLOCK_BYTES = 64 * 2**20
+# Bytes of (targets x classes x rows) scratch one block of rows takes: small enough for the
+# block's passes to stay in cache.
+_BLOCK_BYTES = 2 * 2**20
 # Curvature estimates (for preconditioning) are made for at most this many parameters per
 # target, from at most this many rows and the largest classes of each row.
 _CURVATURE_MAX_PARAMS = 1024
@@ -178,6 +179,16 @@ class _PaddedProblem:
         self.l2 = l2
         self.blocks = _RowBlocks(design, max(1, _BLOCK_BYTES // (8 * self.n_targets
                                                                   * self.max_classes)))
+        # The gradient is X^T (w * (P - Y)); its constant part X^T (w * Y), per target and
+        # class, is summed once here (dense designs), so each evaluation only forms X^T (w P).
+        self.true_class_sums = None
+        if not self.sparse:
+            sums = torch.zeros(self.n_targets, self.max_classes, design.shape[1],
+                               dtype=design.dtype, device=device)
+            for start, stop, (x, _) in self.blocks:
+                sums.scatter_add_(1, self.targets[:, start:stop, None].expand(-1, -1, x.shape[1]),
+                                  self.weights[:, start:stop, None] * x)
+            self.true_class_sums = sums
 
     @staticmethod
     def row_dot(a, b):
@@ -211,17 +222,29 @@ class _PaddedProblem:
             logits = self.blocks.times(x_rows, flat)
             if bias is not None:
                 logits = logits + bias.reshape(-1, 1)
-            proba = torch.softmax(logits.reshape(t, k, stop - start), dim=1)
+            logits = logits.view(t, k, stop - start)
             y = targets[:, start:stop].unsqueeze(1)
             w = weights[:, start:stop].unsqueeze(1)
-            # Only the true class's log-probability enters the loss (+inf if it underflows
-            # to 0, which the line search then rejects as it would any huge loss).
-            losses -= (w * proba.gather(1, y).log()).sum(dim=(1, 2))
-            residual = proba.mul_(w)
-            residual.scatter_add_(1, y, -w)
-            self.blocks.add_transposed_product(grad_flat, residual.view(t * k, -1), x_rows)
+            # log p_true = logit_true - top - log(sum exp(logits - top)): no underflow.
+            true_logit = logits.gather(1, y)
+            top = logits.amax(dim=1, keepdim=True)
+            unnormalised = logits.sub_(top).exp_()
+            total = unnormalised.sum(dim=1, keepdim=True)
+            losses += (w * (top + total.log() - true_logit)).sum(dim=(1, 2))
+            # P = unnormalised / total: the per-sample division is folded into the weights.
+            scale = w / total                                    # (T', 1, rows)
             if self.sparse:
+                residual = unnormalised.mul_(scale)
+                residual.scatter_add_(1, y, -w)
+                self.blocks.add_transposed_product(grad_flat, residual.view(t * k, -1), x_rows)
                 grad_bias += residual.sum(dim=2)
+            else:
+                x = x_rows[0]
+                grad_flat.view(t, k, -1).baddbmm_(unnormalised,
+                                                  scale.transpose(1, 2) * x[None])
+        if not self.sparse:
+            grad_flat -= (self.true_class_sums if every
+                          else self.true_class_sums[kept]).reshape(t * k, -1)
         grad_sub = grad_flat.reshape(t, k, -1).transpose(1, 2)
         if self.sparse:
             grad_sub = torch.cat([grad_sub, grad_bias.unsqueeze(1)], dim=1)
@@ -437,16 +460,20 @@ def log_loss(fit: LogisticFit, design: torch.Tensor, targets: torch.Tensor) -> t
     """Unweighted mean log-loss of each target, shape (n_targets,), float64.
 
     Probabilities are clipped at float64 machine epsilon as ``sklearn.metrics.log_loss``.
-    Computed in blocks of rows, so memory does not grow with the number of samples.
+    Computed in blocks of rows, classes along the middle axis as in the fits.
     """
     n_samples = targets.shape[0]
     n_targets, max_classes = fit.intercepts.shape
+    flat = fit.weights.transpose(1, 2).reshape(n_targets * max_classes, -1)
+    bias = fit.intercepts.masked_fill(~fit.class_mask, float("-inf")).reshape(-1, 1)
     floor = math.log(torch.finfo(torch.float64).eps)
     total = torch.zeros(n_targets, dtype=torch.float64, device=targets.device)
-    for start, stop, x_rows in _RowBlocks(design, max(1, _BLOCK_BYTES // (8 * n_targets
-                                                                          * max_classes))):
-        log_p = fit.log_proba(x_rows[0]).clamp(min=floor)
-        total -= log_p.gather(2, targets[start:stop].T.unsqueeze(-1)).squeeze(-1).sum(dim=1)
+    blocks = _RowBlocks(design, max(1, _BLOCK_BYTES // (8 * n_targets * max_classes)))
+    for start, stop, x_rows in blocks:
+        logits = (blocks.times(x_rows, flat) + bias).view(n_targets, max_classes, stop - start)
+        true_logit = logits.gather(1, targets[start:stop].T.unsqueeze(1))
+        log_p = true_logit - torch.logsumexp(logits, dim=1, keepdim=True)
+        total -= log_p.clamp(min=floor).sum(dim=(1, 2))
     return total / n_samples
 
 

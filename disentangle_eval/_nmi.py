@@ -188,15 +188,17 @@ def _ross_estimate(pool, labels, n_labels, n_neighbors, digamma_of):
     count = counts.gather(1, grouped)
     rank = torch.arange(n, device=labels.device) - firsts.gather(1, grouped)
     k = torch.clamp(count - 1, max=n_neighbors)
-    radius = torch.nextafter(_kth_neighbour_distance(values, rank, count, k),
-                             torch.zeros((), dtype=values.dtype, device=values.device))
+    kth = _kth_neighbour_distance(values, rank, count, k)
 
     # Count in value order: the centres are then the sorted pool itself, so the searches
     # and the window fix-up walk the pool almost sequentially.
-    radius = torch.empty_like(radius).scatter_(1, by_label, radius)
+    kth = torch.empty_like(kth).scatter_(1, by_label, kth)
+    radius = torch.nextafter(kth, torch.zeros((), dtype=kth.dtype, device=kth.device))
     centers = pool.expand(b, n)
-    lo = torch.searchsorted(pool, centers - radius, right=False)
-    hi = torch.searchsorted(pool, centers + radius, right=True)
+    # Samples strictly closer than the k-th neighbour: searched with the distance itself,
+    # the rounded bounds are off only where rounding differs (a few in a thousand).
+    lo = torch.searchsorted(pool, centers - kth, right=True)
+    hi = torch.searchsorted(pool, centers + kth, right=False)
     lo, hi = _exact_window(pool, centers, radius, lo, hi)
     within = hi - lo
     alone = counts == 1
@@ -300,23 +302,34 @@ def _exact_window(pool, centers, radius, lo, hi):
     scikit-learn's tree compares the rounded distance ``fl(|s - c|)`` with the radius, and
     the k-th neighbour sits right at the radius by construction, so the rounded bounds
     ``c +- radius`` often take in one sample too many. Each bound moves one sample at a time
-    while its edge sample is on the wrong side of the exact test (a step or two; more only
-    for exact ties).
+    while its edge sample is on the wrong side of the exact test: one pass over every
+    window, then passes over the few that moved (more than one step only for exact ties).
     """
-    n = pool.shape[0]
-    for _ in range(n):
-        inside_hi = (pool[(hi - 1).clamp(min=0)] - centers) <= radius
-        shrink_hi = (hi > lo) & ~inside_hi
-        grow_hi = (hi < n) & ((pool[hi.clamp(max=n - 1)] - centers) <= radius)
-        inside_lo = (centers - pool[lo.clamp(max=n - 1)]) <= radius
-        shrink_lo = (lo < hi) & ~inside_lo
-        grow_lo = (lo > 0) & ((centers - pool[(lo - 1).clamp(min=0)]) <= radius)
-        moves = shrink_hi | grow_hi | shrink_lo | grow_lo
-        if not bool(moves.any()):
+    n, shape = pool.shape[0], lo.shape
+    lo, hi = lo.reshape(-1), hi.reshape(-1)
+    centers, radius = centers.reshape(-1), radius.reshape(-1)
+    lanes = None
+    for _ in range(n + 1):
+        if lanes is None:
+            c, r, l, h = centers, radius, lo, hi
+        else:
+            c, r, l, h = centers[lanes], radius[lanes], lo[lanes], hi[lanes]
+        shrink_hi = (h > l) & ((pool[(h - 1).clamp(min=0)] - c) > r)
+        grow_hi = ~shrink_hi & (h < n) & ((pool[h.clamp(max=n - 1)] - c) <= r)
+        shrink_lo = (l < h) & ((c - pool[l.clamp(max=n - 1)]) > r)
+        grow_lo = ~shrink_lo & (l > 0) & ((c - pool[(l - 1).clamp(min=0)]) <= r)
+        moving = shrink_hi | grow_hi | shrink_lo | grow_lo
+        if not bool(moving.any()):
             break
-        hi = hi - shrink_hi.long() + (grow_hi & ~shrink_hi).long()
-        lo = lo + shrink_lo.long() - (grow_lo & ~shrink_lo).long()
-    return lo, hi
+        new_hi = h - shrink_hi.long() + grow_hi.long()
+        new_lo = l + shrink_lo.long() - grow_lo.long()
+        if lanes is None:
+            lo, hi = new_lo, new_hi
+            lanes = torch.nonzero(moving).squeeze(1)
+        else:
+            hi[lanes], lo[lanes] = new_hi, new_lo
+            lanes = lanes[moving]
+    return lo.view(shape), hi.view(shape)
 
 
 def knn_mi_column_reference(x: np.ndarray, factors: np.ndarray, n_neighbors: int) -> np.ndarray:
