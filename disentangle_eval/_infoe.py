@@ -8,7 +8,7 @@ from ._logistic import check_fit_options, fit_multinomial_logistic, log_loss, on
 from ._scaling import standardize_columns
 from ._validation import DataError, ScoringInputs, check_inputs
 
-__all__ = ["predictive_information", "predictive_information_from_inputs"]
+__all__ = ["check_infoe_size", "predictive_information", "predictive_information_from_inputs"]
 
 # The fit's state is ~30 parameter-sized float64 tensors per target (L-BFGS history,
 # trial points, gradients); refuse designs whose parameters alone would exceed this.
@@ -60,11 +60,11 @@ def predictive_information_from_inputs(inputs: ScoringInputs, *, max_iter: int =
     """:func:`predictive_information` of checked inputs, and notes (a fit that hit
     ``max_iter``)."""
     check_fit_options(max_iter=max_iter, tol=tol)
+    check_infoe_size(inputs)
     if inputs.discrete:
         design = one_hot_design(inputs.latents)
     else:
         design = standardize_columns(inputs.latents)
-    _check_fit_size(design.shape[1], inputs.factor_sizes)
     fit = fit_multinomial_logistic(design, inputs.factors, inputs.factor_sizes,
                                    sample_weight="balanced", max_iter=max_iter, tol=tol)
     conditional = log_loss(fit, design, inputs.factors)
@@ -79,13 +79,24 @@ def predictive_information_from_inputs(inputs: ScoringInputs, *, max_iter: int =
     return per_factor, notes
 
 
-def _check_fit_size(n_features: int, factor_sizes) -> None:
-    largest = max(factor_sizes)
-    needed = 30 * 8 * (n_features + 1) * largest * sum(k > largest // 2 for k in factor_sizes)
+def check_infoe_size(inputs: ScoringInputs) -> None:
+    """Raise :class:`DataError` when the InfoE fits' state would not fit in memory.
+
+    Discrete latents are one-hot encoded, so every distinct code is an input of every
+    classifier; with thousands of codes and a factor of many values, the parameters alone
+    (kept ~30 times over by the optimiser) run to gigabytes.
+    """
+    if inputs.discrete:
+        n_features = int((inputs.latents.amax(dim=0) + 1).sum())
+    else:
+        n_features = inputs.n_latents
+    largest = max(inputs.factor_sizes)
+    group = sum(k > largest // 2 for k in inputs.factor_sizes)
+    needed = 30 * 8 * (n_features + 1) * largest * group
     if needed > _MAX_FIT_BYTES:
         raise DataError(
-            f"InfoE would fit {n_features + 1} inputs x {largest} classes per factor "
-            f"(~{needed / 2**30:.1f} GiB of optimiser state, limit "
+            f"InfoE would fit {n_features + 1} inputs x {largest} classes for {group} "
+            f"factor(s) at once (~{needed / 2**30:.1f} GiB of optimiser state, limit "
             f"{_MAX_FIT_BYTES / 2**30:.0f} GiB): the latents have too many distinct codes "
-            "or a factor too many values; score continuous latents with --continuous or "
-            "coarsen the factor")
+            "or a factor too many values; score continuous latents as continuous "
+            "(--continuous) or coarsen the codes or the factor")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._infoe import predictive_information_from_inputs
+from ._infoe import check_infoe_size, predictive_information_from_inputs
 from ._logistic import check_fit_options
 from ._nmi import nmi_matrix
 from ._results import MetricResult
@@ -158,6 +158,7 @@ def infomec_from_inputs(inputs: ScoringInputs, *, n_neighbors: int = 3, active: 
     used). Parameters are those of :func:`infomec`.
     """
     _check_infomec_options(active, n_neighbors, seed, max_iter, tol)
+    check_infoe_size(inputs)  # before the NMI: refuse what cannot fit without waiting
     nmi, nmi_notes = nmi_matrix(inputs, n_neighbors=int(n_neighbors), seed=int(seed))
     active_mask = _active_mask(inputs.raw_latents, discrete=inputs.discrete, rule=active)
     nmi_np = nmi.cpu().numpy()

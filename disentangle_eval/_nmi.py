@@ -128,13 +128,21 @@ def knn_mutual_information(latents: torch.Tensor, factors: torch.Tensor, sizes, 
     """
     generator = torch.Generator()
     generator.manual_seed(int(seed))
+    digamma_of = _digamma_table(latents.shape[0], latents.device)
     columns = [knn_mi_column(jittered_column(latents[:, j], generator), factors, sizes,
-                             n_neighbors) for j in range(latents.shape[1])]
+                             n_neighbors, digamma_of=digamma_of)
+               for j in range(latents.shape[1])]
     return torch.stack(columns, dim=1)
 
 
+def _digamma_table(n: int, device) -> torch.Tensor:
+    """``psi(1), ..., psi(n)``: every digamma the estimator needs is of an integer <= n."""
+    return torch.special.digamma(torch.arange(1, n + 1, dtype=torch.float64, device=device))
+
+
 def knn_mi_column(x: torch.Tensor, factors: torch.Tensor, sizes, n_neighbors: int, *,
-                  budget: int = WORK_MEMORY_BUDGET) -> torch.Tensor:
+                  budget: int = WORK_MEMORY_BUDGET,
+                  digamma_of: torch.Tensor | None = None) -> torch.Tensor:
     """Ross's estimator of ``I(factor_i; x)`` for one prepared column and every factor.
 
     Defined as scikit-learn's ``_compute_mi_cd``: a sample whose label occurs once is
@@ -156,6 +164,8 @@ def knn_mi_column(x: torch.Tensor, factors: torch.Tensor, sizes, n_neighbors: in
     n_neighbors : int
     budget : int
         Bytes of scratch to hold at once; factors are processed in blocks that fit.
+    digamma_of : torch.Tensor of shape (n_samples,), optional
+        ``psi(1..n_samples)``, when the caller shares it between columns.
 
     Returns
     -------
@@ -164,8 +174,8 @@ def knn_mi_column(x: torch.Tensor, factors: torch.Tensor, sizes, n_neighbors: in
     n = x.shape[0]
     order = torch.argsort(x, stable=True)
     pool = x[order]
-    digamma_of = torch.special.digamma(torch.arange(1, n + 1, dtype=torch.float64,
-                                                    device=x.device))
+    if digamma_of is None:
+        digamma_of = _digamma_table(n, x.device)
     n_factors = factors.shape[1]
     block = max(1, min(n_factors, budget // (_KNN_BYTES_PER_SAMPLE * n)))
     out = []
