@@ -44,7 +44,7 @@ class RowBlocks:
                 indices = rows[:, a:b] - torch.tensor([[start], [0]], device=rows.device)
                 block_rows = torch.sparse_coo_tensor(indices, values[a:b],
                                                      (stop - start, design.shape[1]),
-                                                     is_coalesced=True)
+                                                     is_coalesced=True, check_invariants=False)
                 self.sparse_blocks.append((block_rows, block_rows.t().coalesce()))
 
     def __iter__(self):
