@@ -19,8 +19,8 @@ import torch
 from ._lbfgs import batched_lbfgs
 from ._logistic_loss import BLOCK_BYTES, PaddedProblem, RowBlocks
 
-__all__ = ["LogisticFit", "check_fit_options", "fit_multinomial_logistic",
-           "fit_multinomial_logistic_reference", "log_loss", "one_hot_design"]
+__all__ = ["LogisticFit", "check_fit_options", "fit_multinomial_logistic", "log_loss",
+           "one_hot_design", "sample_weights"]
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def _class_count_groups(n_classes: Sequence[int]) -> list[list[int]]:
     return groups
 
 
-def _sample_weights(targets, n_classes, sample_weight):
+def sample_weights(targets, n_classes, sample_weight):
     """(T, N) per-sample weights, each row summing to 1."""
     n_samples, n_targets = targets.shape
     device = targets.device
@@ -159,7 +159,7 @@ def fit_multinomial_logistic(design: torch.Tensor, targets: torch.Tensor,
     n_samples, n_targets = targets.shape
     n_classes = [int(k) for k in n_classes]
     max_classes = max(n_classes)
-    weights = _sample_weights(targets, n_classes, sample_weight)
+    weights = sample_weights(targets, n_classes, sample_weight)
 
     # Unregularised fits are invariant to an invertible affine map of the inputs (weights
     # and intercepts absorb it), so they are solved on whitened inputs, where L-BFGS needs
@@ -233,45 +233,3 @@ def log_loss(fit: LogisticFit, design: torch.Tensor, targets: torch.Tensor) -> t
         log_p = true_logit - torch.logsumexp(logits, dim=1, keepdim=True)
         total -= log_p.clamp(min=floor).sum(dim=(1, 2))
     return total / n_samples
-
-
-def fit_multinomial_logistic_reference(design, targets, n_classes, *,
-                                       sample_weight: str | None = "balanced",
-                                       l2: float = 0.0, max_iter: int = 500,
-                                       tol: float = 1e-4) -> LogisticFit:
-    """Plain version of :func:`fit_multinomial_logistic`, for tests: one
-    ``scipy.optimize.minimize(method="L-BFGS-B")`` per target on the same objective, in
-    numpy, on the inputs as given (no whitening, no batching, no preconditioning)."""
-    from scipy.optimize import minimize
-
-    x = design.to_dense().cpu().numpy() if design.is_sparse else design.cpu().numpy()
-    x = np.concatenate([x, np.ones((x.shape[0], 1))], axis=1)
-    y = targets.cpu().numpy()
-    weights = _sample_weights(targets, [int(k) for k in n_classes], sample_weight).cpu().numpy()
-    max_classes = max(n_classes)
-    coef = np.zeros((y.shape[1], x.shape[1], max_classes))
-    n_iter, converged = 0, True
-    for t, k in enumerate(n_classes):
-        onehot = np.eye(k)[y[:, t]]
-
-        def objective(theta, t=t, k=k, onehot=onehot):
-            w = theta.reshape(x.shape[1], k)
-            logits = x @ w
-            logits -= logits.max(axis=1, keepdims=True)
-            log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-            loss = -(weights[t] * (onehot * log_p).sum(axis=1)).sum()
-            grad = x.T @ (weights[t][:, None] * (np.exp(log_p) - onehot))
-            loss += 0.5 * l2 * (w[:-1] ** 2).sum()
-            grad[:-1] += l2 * w[:-1]
-            return loss, grad.ravel()
-
-        result = minimize(objective, np.zeros(x.shape[1] * k), jac=True, method="L-BFGS-B",
-                          options={"maxiter": max_iter, "gtol": tol,
-                                   "ftol": 64 * np.finfo(float).eps})
-        coef[t, :, :k] = result.x.reshape(x.shape[1], k)
-        n_iter, converged = max(n_iter, result.nit), converged and result.success
-    coef_t = torch.as_tensor(coef, device=targets.device)
-    class_mask = (torch.arange(max_classes, device=targets.device)[None, :]
-                  < torch.as_tensor(list(n_classes), device=targets.device)[:, None])
-    return LogisticFit(weights=coef_t[:, :-1].contiguous(), intercepts=coef_t[:, -1].contiguous(),
-                       class_mask=class_mask, n_iter=n_iter, converged=converged)

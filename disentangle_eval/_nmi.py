@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
-from scipy.special import digamma
 
 from ._scaling import standardize_columns
 from ._validation import ScoringInputs
 
 __all__ = ["WORK_MEMORY_BUDGET", "factor_entropies", "nmi_matrix",
            "plugin_mutual_information", "knn_mutual_information", "jittered_column",
-           "knn_mi_column", "knn_mi_column_reference"]
+           "knn_mi_column"]
 
 # Bytes of scratch an estimator may hold at once, besides its inputs.
 WORK_MEMORY_BUDGET = 256 * 2**20
@@ -43,7 +41,8 @@ def nmi_matrix(inputs: ScoringInputs, *, n_neighbors: int,
                seed: int) -> tuple[torch.Tensor, tuple[str, ...]]:
     """NMI ``I(s_i; z_j) / H(s_i)``, shape (n_factors, n_latents), and notes.
 
-    The notes say where the estimator's ``k`` was clamped to the data.
+    The notes say where the estimator's ``k`` was clamped to the data and which constant
+    latents were given an NMI of 0.
     """
     notes: tuple[str, ...] = ()
     if inputs.discrete:
@@ -53,9 +52,14 @@ def nmi_matrix(inputs: ScoringInputs, *, n_neighbors: int,
                                     n_neighbors=n_neighbors, seed=seed)
         smallest = _smallest_label_count(inputs.factors, inputs.factor_sizes)
         if n_neighbors > smallest - 1:
-            notes = (f"NMI: n_neighbors={n_neighbors} exceeds the other samples of the "
-                     f"smallest factor value ({smallest - 1}); there the estimator uses "
-                     "k = min(n_neighbors, count - 1), as scikit-learn does",)
+            notes += (f"NMI: n_neighbors={n_neighbors} exceeds the other samples of the "
+                      f"smallest factor value ({smallest - 1}); there the estimator uses "
+                      "k = min(n_neighbors, count - 1), as scikit-learn does",)
+        constant = (inputs.latents.amax(dim=0) == inputs.latents.amin(dim=0)).cpu()
+        if bool(constant.any()):
+            notes += (f"NMI: latent(s) {torch.nonzero(constant).squeeze(1).tolist()} are "
+                      "constant; their NMI is 0 (the reference's tie-breaking jitter makes "
+                      "them estimator noise around 0)",)
     return mi / factor_entropies(inputs.factors, inputs.factor_sizes)[:, None], notes
 
 
@@ -124,14 +128,21 @@ def knn_mutual_information(latents: torch.Tensor, factors: torch.Tensor, sizes, 
     """Continuous-discrete MI (nats) of every (factor, latent) pair, shape (n_factors, n_latents).
 
     Each latent column is standardised and jittered once (:func:`jittered_column`), sorted
-    once, and shared by every factor (:func:`knn_mi_column`).
+    once, and shared by every factor (:func:`knn_mi_column`). A constant column has no
+    information: its MI is 0, where the jitter alone would give estimator noise.
     """
     generator = torch.Generator()
     generator.manual_seed(int(seed))
     digamma_of = _digamma_table(latents.shape[0], latents.device)
-    columns = [knn_mi_column(jittered_column(latents[:, j], generator), factors, sizes,
-                             n_neighbors, digamma_of=digamma_of)
-               for j in range(latents.shape[1])]
+    columns = []
+    for j in range(latents.shape[1]):
+        x = jittered_column(latents[:, j], generator)  # drawn for every column: same seeds
+        if bool(latents[:, j].amax() == latents[:, j].amin()):
+            columns.append(torch.zeros(factors.shape[1], dtype=torch.float64,
+                                       device=latents.device))
+        else:
+            columns.append(knn_mi_column(x, factors, sizes, n_neighbors,
+                                         digamma_of=digamma_of))
     return torch.stack(columns, dim=1)
 
 
@@ -340,29 +351,3 @@ def _exact_window(pool, centers, radius, lo, hi):
             hi[lanes], lo[lanes] = new_hi, new_lo
             lanes = lanes[moving]
     return lo.view(shape), hi.view(shape)
-
-
-def knn_mi_column_reference(x: np.ndarray, factors: np.ndarray, n_neighbors: int) -> np.ndarray:
-    """Plain O(n^2) version of :func:`knn_mi_column`, for tests: every distance, sorted.
-
-    Parameters are those of :func:`knn_mi_column` as numpy arrays; returns (n_factors,).
-    """
-    x = np.asarray(x, dtype=np.float64)
-    n = x.shape[0]
-    distance = np.abs(x[:, None] - x[None, :])
-    out = []
-    for labels in np.asarray(factors).T:
-        count = np.bincount(labels)[labels]
-        kept = count > 1
-        if not kept.any():
-            out.append(0.0)
-            continue
-        same = (labels[:, None] == labels[None, :]) & ~np.eye(n, dtype=bool)
-        k = np.minimum(n_neighbors, count - 1)
-        ranked = np.sort(np.where(same, distance, np.inf), axis=1)
-        radius = np.nextafter(ranked[np.arange(n), np.maximum(k, 1) - 1], 0)
-        m = (distance[:, kept] <= radius[:, None]).sum(axis=1)
-        mi = (digamma(kept.sum()) + digamma(k[kept]).mean() - digamma(count[kept]).mean()
-              - digamma(m[kept]).mean())
-        out.append(max(mi, 0.0))
-    return np.array(out)

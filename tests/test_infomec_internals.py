@@ -8,13 +8,13 @@ import torch
 from sklearn.metrics import mutual_info_score
 
 from conftest import load_case
+from disentangle_eval._infomec_reference import (fit_multinomial_logistic_reference,
+                                                 knn_mi_column_reference)
 from disentangle_eval._lbfgs import batched_lbfgs
-from disentangle_eval._logistic import (check_fit_options, fit_multinomial_logistic,
-                                        fit_multinomial_logistic_reference, log_loss,
+from disentangle_eval._logistic import (check_fit_options, fit_multinomial_logistic, log_loss,
                                         one_hot_design)
 from disentangle_eval._logistic_loss import PaddedProblem
-from disentangle_eval._nmi import (jittered_column, knn_mi_column, knn_mi_column_reference,
-                                   plugin_mutual_information)
+from disentangle_eval._nmi import jittered_column, knn_mi_column, plugin_mutual_information
 from disentangle_eval._scaling import power_of_two_scale, standardize_columns
 from disentangle_eval._validation import check_inputs
 
