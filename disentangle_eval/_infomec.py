@@ -6,7 +6,9 @@ columns = latents**, shape (n_factors, n_latents).
 from __future__ import annotations
 
 import math
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -159,13 +161,12 @@ def infomec_from_inputs(inputs: ScoringInputs, *, n_neighbors: int = 3, active: 
     """
     _check_infomec_options(active, n_neighbors, seed, max_iter, tol)
     check_infoe_size(inputs)  # before the NMI: refuse what cannot fit without waiting
-    nmi, nmi_notes = nmi_matrix(inputs, n_neighbors=int(n_neighbors), seed=int(seed))
+    (nmi, nmi_notes), (per_factor, fit_notes) = _nmi_and_infoe(
+        inputs, n_neighbors=int(n_neighbors), seed=int(seed), max_iter=max_iter, tol=tol)
     active_mask = _active_mask(inputs.raw_latents, discrete=inputs.discrete, rule=active)
     nmi_np = nmi.cpu().numpy()
     active_np = active_mask.cpu().numpy()
     infom, infoc, notes = modularity_compactness(nmi_np, active_np)
-    per_factor, fit_notes = predictive_information_from_inputs(inputs, max_iter=max_iter,
-                                                               tol=tol)
     notes = nmi_notes + notes + fit_notes
     for note in notes:
         warnings.warn(note, RuntimeWarning, stacklevel=2)
@@ -174,6 +175,39 @@ def infomec_from_inputs(inputs: ScoringInputs, *, n_neighbors: int = 3, active: 
         active_latents=active_np, infoe_per_factor=per_factor, discrete=inputs.discrete,
         n_neighbors=int(n_neighbors), active_rule=active, seed=int(seed),
         device=str(inputs.latents.device), notes=notes)
+
+
+def _nmi_and_infoe(inputs: ScoringInputs, *, n_neighbors: int, seed: int, max_iter: int,
+                   tol: float):
+    """The NMI matrix and InfoE, side by side on a CPU with two or more torch threads.
+
+    Both are sequences of many small tensor operations, which two threads share badly
+    (each operation is split, and the threads meet after it); the two computations are
+    independent, so each gets half of the threads instead. The results are those of
+    running them one after the other.
+    """
+    threads = torch.get_num_threads()
+    if inputs.device.type != "cpu" or threads < 2:
+        return (nmi_matrix(inputs, n_neighbors=n_neighbors, seed=seed),
+                predictive_information_from_inputs(inputs, max_iter=max_iter, tol=tol))
+    stop = threading.Event()
+
+    def nmi_job():
+        torch.set_num_threads(max(1, threads // 2))
+        return nmi_matrix(inputs, n_neighbors=n_neighbors, seed=seed, stop=stop)
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        future = pool.submit(nmi_job)
+        torch.set_num_threads(threads - threads // 2)
+        infoe = predictive_information_from_inputs(inputs, max_iter=max_iter, tol=tol)
+        return future.result(), infoe  # an interruptible wait
+    except BaseException:
+        stop.set()  # the NMI ends after its current latent
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)  # set_num_threads in a worker also sets the default
 
 
 def normalized_mutual_information(latents, factors, *, discrete: bool | None = None,

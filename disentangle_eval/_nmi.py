@@ -11,6 +11,7 @@ latent at a time over blocks of factors, so their scratch memory is bounded by
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 
@@ -37,19 +38,20 @@ def factor_entropies(factors: torch.Tensor, sizes) -> torch.Tensor:
     return -torch.where(p > 0, p * torch.log(p), torch.zeros_like(p)).sum(dim=1)
 
 
-def nmi_matrix(inputs: ScoringInputs, *, n_neighbors: int,
-               seed: int) -> tuple[torch.Tensor, tuple[str, ...]]:
+def nmi_matrix(inputs: ScoringInputs, *, n_neighbors: int, seed: int,
+               stop: threading.Event | None = None) -> tuple[torch.Tensor, tuple[str, ...]]:
     """NMI ``I(s_i; z_j) / H(s_i)``, shape (n_factors, n_latents), and notes.
 
     The notes say where the estimator's ``k`` was clamped to the data and which constant
-    latents were given an NMI of 0.
+    latents were given an NMI of 0. When ``stop`` is set (by a caller that is being
+    interrupted), the continuous estimator returns after its current latent.
     """
     notes: tuple[str, ...] = ()
     if inputs.discrete:
         mi = plugin_mutual_information(inputs.latents, inputs.factors, inputs.factor_sizes)
     else:
         mi = knn_mutual_information(inputs.latents, inputs.factors, inputs.factor_sizes,
-                                    n_neighbors=n_neighbors, seed=seed)
+                                    n_neighbors=n_neighbors, seed=seed, stop=stop)
         smallest = _smallest_label_count(inputs.factors, inputs.factor_sizes)
         if n_neighbors > smallest - 1:
             notes += (f"NMI: n_neighbors={n_neighbors} exceeds the other samples of the "
@@ -124,7 +126,8 @@ def jittered_column(column: torch.Tensor, generator: torch.Generator) -> torch.T
 
 
 def knn_mutual_information(latents: torch.Tensor, factors: torch.Tensor, sizes, *,
-                           n_neighbors: int, seed: int) -> torch.Tensor:
+                           n_neighbors: int, seed: int,
+                           stop: threading.Event | None = None) -> torch.Tensor:
     """Continuous-discrete MI (nats) of every (factor, latent) pair, shape (n_factors, n_latents).
 
     Each latent column is standardised and jittered once (:func:`jittered_column`), sorted
@@ -136,6 +139,8 @@ def knn_mutual_information(latents: torch.Tensor, factors: torch.Tensor, sizes, 
     digamma_of = _digamma_table(latents.shape[0], latents.device)
     columns = []
     for j in range(latents.shape[1]):
+        if stop is not None and stop.is_set():
+            break
         x = jittered_column(latents[:, j], generator)  # drawn for every column: same seeds
         if bool(latents[:, j].amax() == latents[:, j].amin()):
             columns.append(torch.zeros(factors.shape[1], dtype=torch.float64,
@@ -143,6 +148,9 @@ def knn_mutual_information(latents: torch.Tensor, factors: torch.Tensor, sizes, 
         else:
             columns.append(knn_mi_column(x, factors, sizes, n_neighbors,
                                          digamma_of=digamma_of))
+    if len(columns) < latents.shape[1]:
+        return torch.full((factors.shape[1], latents.shape[1]), float("nan"),
+                          dtype=torch.float64, device=latents.device)  # stopped: unused
     return torch.stack(columns, dim=1)
 
 

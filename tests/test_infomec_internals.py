@@ -215,3 +215,41 @@ def test_warnings_free_fit():
         warnings.simplefilter("error")
         fit_multinomial_logistic(x, y, [12, 5])
         fit_multinomial_logistic(one_hot_design(y), y, [12, 5])
+
+
+def test_nmi_and_infoe_side_by_side_match_one_after_the_other():
+    import disentangle_eval._infomec as infomec_module
+    from disentangle_eval._infoe import predictive_information_from_inputs
+    from disentangle_eval._nmi import nmi_matrix
+
+    rng = np.random.default_rng(13)
+    factors = rng.integers(0, 5, size=(3000, 3))
+    latents = factors + 0.5 * rng.standard_normal((3000, 3))
+    inputs = check_inputs(latents, factors, device="cpu")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # two threads: the side-by-side path
+        (nmi, nmi_notes), (infoe, _) = infomec_module._nmi_and_infoe(
+            inputs, n_neighbors=3, seed=0, max_iter=500, tol=1e-4)
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(threads)
+    expected_nmi, expected_notes = nmi_matrix(inputs, n_neighbors=3, seed=0)
+    torch.testing.assert_close(nmi, expected_nmi, rtol=0, atol=1e-12)
+    assert nmi_notes == expected_notes
+    expected_infoe, _ = predictive_information_from_inputs(inputs)
+    np.testing.assert_allclose(infoe, expected_infoe, rtol=0, atol=1e-6)
+
+
+def test_a_stopped_nmi_returns_early():
+    import threading
+
+    from disentangle_eval._nmi import knn_mutual_information
+
+    stop = threading.Event()
+    stop.set()
+    rng = np.random.default_rng(14)
+    latents = torch.tensor(rng.standard_normal((500, 4)))
+    factors = torch.tensor(rng.integers(0, 3, (500, 2)))
+    mi = knn_mutual_information(latents, factors, [3, 3], n_neighbors=3, seed=0, stop=stop)
+    assert mi.shape == (2, 4) and torch.isnan(mi).all()
