@@ -150,7 +150,8 @@ def main() -> None:
     if args.memory_n:
         peak, baseline, _ = peak_memory_mib(args.memory_n)
         print(f"peak memory at N={args.memory_n}: {peak:.0f} MiB resident "
-              f"(of which {baseline:.0f} MiB is the interpreter, torch and the data before scoring)")
+              f"(of which {baseline:.0f} MiB is the interpreter, torch and the data before "
+              "scoring)")
     if args.million:
         peak, baseline, seconds = peak_memory_mib(1_000_000)
         print(f"infomec at N=1000000: {seconds:.1f} s, peak memory {peak:.0f} MiB resident "

@@ -105,7 +105,8 @@ def check_conformance(device: str) -> bool:
         start = time.perf_counter()
         result = dci(latents, factors, backend="torch", split="contiguous", train_fraction=0.9,
                      device=device)
-        checks.append(("dci_dlib_gbt", _dci_problems(result, expected), time.perf_counter() - start))
+        checks.append(("dci_dlib_gbt", _dci_problems(result, expected),
+                       time.perf_counter() - start))
         for variant, k, rule in INFOMEC_VARIANTS:
             start = time.perf_counter()
             with warnings.catch_warnings():

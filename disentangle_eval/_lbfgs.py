@@ -34,13 +34,12 @@ def batched_lbfgs(problem, theta0: torch.Tensor, *, max_iter: int = 500, tol: fl
     many overlapping classes) then crawl along flat valleys for hundreds of iterations,
     stopping wherever ``max |grad|`` first dips below ``tol``, far from the optimum. From
     then on, every ``precondition_every`` iterations (twice as long after each try that no
-    target passes), each target's Newton step on the
-    problem's curvature estimate is tried: where it achieves at least half the decrease
-    its quadratic model predicts, the model is trusted and its inverse becomes that
-    target's initial matrix (the iteration becomes nearly Newton's and stops close to the
-    optimum); where it does not (nearly separable classes, whose losses have exponential
-    walls beyond flat directions), the target continues as plain L-BFGS, on the path the
-    reference's solver takes.
+    target passes), each target's Newton step on the problem's curvature estimate is
+    tried: where it achieves at least half the decrease its quadratic model predicts, the
+    model is trusted and its inverse becomes that target's initial matrix (the iteration
+    becomes nearly Newton's and stops close to the optimum); where it does not (nearly
+    separable classes, whose losses have exponential walls beyond flat directions), the
+    target continues as plain L-BFGS, on the path the reference solver takes.
 
     Returns
     -------

@@ -50,7 +50,8 @@ class LogisticFit:
         flat = self.weights.permute(1, 0, 2).reshape(design.shape[1], -1)
         logits = torch.sparse.mm(design, flat) if design.is_sparse else design @ flat
         n_targets, max_classes = self.intercepts.shape
-        logits = logits.reshape(-1, n_targets, max_classes).permute(1, 0, 2) + self.intercepts[:, None, :]
+        logits = (logits.reshape(-1, n_targets, max_classes).permute(1, 0, 2)
+                  + self.intercepts[:, None, :])
         logits = logits.masked_fill(~self.class_mask[:, None, :], float("-inf"))
         return torch.log_softmax(logits, dim=-1)
 

@@ -170,9 +170,9 @@ def knn_mi_column(x: torch.Tensor, factors: torch.Tensor, sizes, n_neighbors: in
     kept sample within the radius (itself included), and
     ``MI = psi(n) + <psi(k)> - <psi(count)> - <psi(m)>``, clipped at 0.
 
-    In one dimension the k nearest same-label neighbours are a window of k consecutive
-    samples of the label in value order, found by a binary search over where the window
-    starts; ``m`` is a difference of two ``searchsorted`` positions in the sorted column.
+    In one dimension the k nearest same-label neighbours, with the sample, are a window of
+    k + 1 consecutive samples of the label in value order (the best of the k + 1 such
+    windows); ``m`` is a difference of two ``searchsorted`` positions in the sorted column.
 
     Parameters
     ----------
@@ -207,6 +207,8 @@ def knn_mi_column(x: torch.Tensor, factors: torch.Tensor, sizes, n_neighbors: in
 
 
 def _ross_estimate(pool, labels, n_labels, n_neighbors, digamma_of):
+    """The estimate for each row of ``labels`` (B, N): the labels of the samples of the
+    sorted column ``pool`` (N,), in the same order."""
     b, n = labels.shape
     counts = torch.zeros(b, n_labels, dtype=torch.int64, device=labels.device)
     counts.scatter_add_(1, labels, torch.ones_like(labels))
@@ -236,9 +238,7 @@ def _ross_estimate(pool, labels, n_labels, n_neighbors, digamma_of):
         alone_before = torch.zeros(b, n + 1, dtype=torch.int64, device=labels.device)
         alone_before[:, 1:] = torch.cumsum(alone.gather(1, labels).long(), dim=1)
         within = within - (alone_before.gather(1, hi) - alone_before.gather(1, lo))
-    count = counts.gather(1, labels)
-    kept = count > 1
-    kept_f = kept.to(torch.float64)
+    kept_f = (counts.gather(1, labels) > 1).to(torch.float64)  # in value order, as within
     n_kept = kept_f.sum(dim=1)
     label_kept = (counts > 1).to(torch.float64)
     label_counts = counts.to(torch.float64)

@@ -30,8 +30,8 @@ def standardize_columns(x: torch.Tensor) -> torch.Tensor:
     """Per-column ``(x - mean) / std`` (population std), as scikit-learn's ``StandardScaler``.
 
     Constant columns become exactly 0 (``StandardScaler`` centres them and leaves them
-    unscaled, up to the rounding of their mean). The input is rescaled exactly by a power of two per column first (see the module
-    docstring), so any finite input gives a finite output.
+    unscaled, up to the rounding of their mean). Each column is first rescaled exactly by
+    a power of two (see the module docstring), so any finite input gives a finite output.
 
     Parameters
     ----------
