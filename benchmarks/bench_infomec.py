@@ -4,10 +4,13 @@ The reference side is what the FactorQVAE/QLAE code runs: one ``mutual_info_clas
 call per (factor, latent) pair on standardised latents, and one unregularised balanced
 ``LogisticRegression`` (lbfgs, max_iter 500) per factor, scored with ``log_loss``.
 Both run on the same MPI3D-sized data in this process, so the printed ratio is
-meaningful on a noisy shared machine. Peak memory at N=50000 is measured in a fresh
-subprocess (its maximum resident set size, interpreter and torch included).
+meaningful on a noisy shared machine. Then, ours only: how the time grows with the rows
+(N and 4N in this process, after a warm-up), and peak memory in a fresh subprocess (its
+maximum resident set size, interpreter and torch included) at N=50000 and, with
+``--million``, the time and memory of 1,000,000 rows.
 
-Usage: python benchmarks/bench_infomec.py [--n-samples 10000] [--memory-n 50000]
+Usage: python benchmarks/bench_infomec.py [--n-samples 10000] [--growth-n 100000]
+       [--memory-n 50000] [--million]
 """
 from __future__ import annotations
 
@@ -71,26 +74,46 @@ def ours(latents, factors, device="cpu"):
         return infomec(latents, factors, device=device)
 
 
-def peak_memory_mib(n_samples: int) -> float:
+def peak_memory_mib(n_samples: int) -> tuple[float, float, float]:
+    """(peak RSS MiB, RSS before scoring MiB, seconds) of ``infomec`` in a fresh process."""
     code = (
-        "import os, sys, resource; os.environ['OMP_WAIT_POLICY']='PASSIVE';"
+        "import os, sys, resource, time; os.environ['OMP_WAIT_POLICY']='PASSIVE';"
         f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r});"
         "import torch; torch.set_num_threads(2);"
         "from _synthetic import mpi3d_like; from disentangle_eval import infomec;"
         f"z, y = mpi3d_like({n_samples}, seed=1);"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        "infomec(z, y, device='cpu');"
-        "print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "start = time.perf_counter(); infomec(z, y, device='cpu');"
+        "print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+        " time.perf_counter() - start)"
     )
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
                          text=True, check=True).stdout.split()
-    return int(out[1]) / 1024, int(out[0]) / 1024
+    return int(out[1]) / 1024, int(out[0]) / 1024, float(out[2])
+
+
+def growth_ratio(n_samples: int, repeats: int = 2) -> tuple[float, float]:
+    """Best-of times (s) of ``infomec`` at N and 4N rows, in this process."""
+    best = []
+    for n in (n_samples, 4 * n_samples):
+        latents, factors = mpi3d_like(n, seed=2)
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            ours(latents, factors)
+            runs.append(time.perf_counter() - start)
+        best.append(min(runs))
+    return best[0], best[1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-samples", type=int, default=10000)
+    parser.add_argument("--growth-n", type=int, default=100000,
+                        help="N of the time(4N)/time(N) line (0 skips it)")
     parser.add_argument("--memory-n", type=int, default=50000)
+    parser.add_argument("--million", action="store_true",
+                        help="also time 1,000,000 rows in a fresh process (minutes)")
     parser.add_argument("--repeats", type=int, default=3, help="best-of for our timing")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -113,13 +136,26 @@ def main() -> None:
     print(f"{'':8s}{'InfoM':>9s}{'InfoE':>9s}{'InfoC':>9s}")
     print(f"{'sklearn':8s}{ref['infom']:9.4f}{ref['infoe']:9.4f}{ref['infoc']:9.4f}")
     print(f"{'ours':8s}{result.infom:9.4f}{result.infoe:9.4f}{result.infoc:9.4f}")
-    print(f"max |NMI difference| = {np.abs(result.nmi - ref['nmi']).max():.2e}")
+    differences = [abs(result.infom - ref["infom"]), abs(result.infoe - ref["infoe"]),
+                   abs(result.infoc - ref["infoc"])]
+    print(f"max |InfoM, InfoE, InfoC difference| = {max(differences):.1e}, "
+          f"max |NMI difference| = {np.abs(result.nmi - ref['nmi']).max():.2e}")
     print(f"infomec torch vs sklearn: {t_ref / t_ours:.1f}x faster "
-          f"(sklearn {t_ref:.2f} s, torch {t_ours:.3f} s)")
+          f"(sklearn {t_ref:.2f} s, torch {t_ours:.3f} s; torch runs "
+          f"{', '.join(f'{t:.3f}' for t in times)} s)")
+    if args.growth_n:
+        small, large = growth_ratio(args.growth_n)
+        print(f"infomec time(4N)/time(N) at N={args.growth_n}: {large / small:.2f} "
+              f"({small:.2f} s, {large:.2f} s)")
     if args.memory_n:
-        peak, baseline = peak_memory_mib(args.memory_n)
+        peak, baseline, _ = peak_memory_mib(args.memory_n)
         print(f"peak memory at N={args.memory_n}: {peak:.0f} MiB resident "
-              f"(of which {baseline:.0f} MiB is the interpreter, torch and the data before scoring)")
+              f"(of which {baseline:.0f} MiB is the interpreter, torch and the data before "
+              "scoring)")
+    if args.million:
+        peak, baseline, seconds = peak_memory_mib(1_000_000)
+        print(f"infomec at N=1000000: {seconds:.1f} s, peak memory {peak:.0f} MiB resident "
+              f"(of which {baseline:.0f} MiB before scoring)")
 
 
 if __name__ == "__main__":

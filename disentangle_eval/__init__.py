@@ -7,8 +7,9 @@ public surface.
 """
 from ._dci import (DCIResult, completeness, completeness_per_factor, dci, disentanglement,
                    disentanglement_per_code)
+from ._infoe import predictive_information
 from ._infomec import (InfoMECResult, active_latents, infomec, modularity_compactness,
-                       normalized_mutual_information, predictive_information)
+                       normalized_mutual_information)
 from ._irs import IRSResult, irs
 from ._mig import MIGResult, mig
 from ._modularity import ModularityExplicitnessResult, modularity_explicitness

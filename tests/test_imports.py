@@ -20,7 +20,6 @@ OPTIONAL_HEAVY = {"matplotlib", "h5py", "sklearn", "joblib"}
 # Function-level imports in the metrics core that its owners are moving to the top
 # (issue 13); (importing module, imported module). Remove entries as they go.
 PENDING = {
-    ("disentangle_eval._infomec", "disentangle_eval._validation"),
     ("disentangle_eval._dci", "tqdm.auto"),
     ("disentangle_eval._dci", "disentangle_eval._gbt"),
     ("disentangle_eval._dci", "disentangle_eval._logistic"),

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from limits import python_limited
+
 from disentangle_eval import (DataError, active_latents, infomec, modularity_compactness,
                               normalized_mutual_information, predictive_information)
 
@@ -14,19 +16,15 @@ VARIANTS = [("infomec_factorqvae", 3, "range"), ("infomec_qlae", 10, "range"),
 TOL = 0.01
 
 
-def _score(arrays, k, rule, **kwargs):
+def _score(arrays, k, rule, device="cpu", **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return infomec(arrays["latents"], arrays["factors"], n_neighbors=k, active=rule,
-                       device="cpu", **kwargs)
+                       device=device, **kwargs)
 
 
-@pytest.mark.parametrize("variant,k,rule", VARIANTS, ids=[v[0] for v in VARIANTS])
-def test_conformance(conformance_case, variant, k, rule):
-    name, arrays, expected = conformance_case
-    assert expected["latents_treated_as_discrete"] is False
+def _check_conformance(result, expected, variant):
     ref = expected["metrics"][variant]
-    result = _score(arrays, k, rule)
     for key in ("infom", "infoe", "infoc"):
         value = getattr(result, key)
         assert np.isfinite(value)
@@ -46,6 +44,13 @@ def test_conformance(conformance_case, variant, k, rule):
     if "infoe_per_factor" in ref:
         ref_pf = [1 - e["H_V_s_given_z"] / e["H_V_s_given_empty"] for e in ref["infoe_per_factor"]]
         np.testing.assert_allclose(result.infoe_per_factor, ref_pf, atol=TOL)
+
+
+@pytest.mark.parametrize("variant,k,rule", VARIANTS, ids=[v[0] for v in VARIANTS])
+def test_conformance(conformance_case, variant, k, rule):
+    name, arrays, expected = conformance_case
+    assert expected["latents_treated_as_discrete"] is False
+    _check_conformance(_score(arrays, k, rule), expected, variant)
 
 
 def _grid(sizes, repeats=3):
@@ -245,12 +250,125 @@ def test_the_valid_reference_of_the_error_shapes_scores():
     assert np.isfinite([result.infom, result.infoe, result.infoc]).all() and result.notes
 
 
-def test_option_errors():
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(active="median"), "active must be one of"),
+    (dict(n_neighbors=0), "n_neighbors must be a positive integer, got 0"),
+    (dict(n_neighbors=True), "n_neighbors must be a positive integer, got True"),
+    (dict(tol=float("nan")), "tol must be a finite non-negative number, got nan"),
+    (dict(tol=-1.0), "tol must be a finite non-negative number, got -1.0"),
+    (dict(max_iter=-1), "max_iter must be a positive integer, got -1"),
+    (dict(max_iter=0), "max_iter must be a positive integer, got 0"),
+    (dict(seed=-1), r"seed must be an integer in \[0, 2\*\*63\), got -1"),
+    (dict(seed=2**64), r"seed must be an integer in \[0, 2\*\*63\), got 18446744073709551616"),
+])
+def test_option_errors(kwargs, match):
     factors = _grid((2, 2))
-    with pytest.raises(ValueError, match="active must be one of"):
-        infomec(factors, factors, active="median", device="cpu")
-    with pytest.raises(ValueError, match="n_neighbors must be a positive integer"):
-        infomec(factors, factors, n_neighbors=0, device="cpu")
+    with pytest.raises(ValueError, match=match):
+        infomec(factors, factors, device="cpu", **kwargs)
+    fit_options = {k: v for k, v in kwargs.items() if k in ("tol", "max_iter")}
+    if fit_options:
+        with pytest.raises(ValueError, match=match):
+            predictive_information(factors, factors, device="cpu", **fit_options)
+
+
+def test_single_factor_gives_defined_infom_and_strict_json():
+    import json
+
+    rng = np.random.default_rng(8)
+    factors = rng.integers(0, 5, size=(1500, 1))
+    latents = np.c_[factors + 0.3 * rng.standard_normal((1500, 1)), rng.standard_normal(1500)]
+    with pytest.warns(RuntimeWarning, match="a single factor: InfoM is undefined"):
+        result = infomec(latents, factors, device="cpu")
+    assert result.infom == 1.0
+    assert np.isfinite([result.infoe, result.infoc]).all()
+    json.dumps(result.to_dict(), allow_nan=False)  # raises on NaN/Inf
+
+
+def test_extreme_magnitudes_give_the_same_scores():
+    # The estimators standardise each column: values near 1e154 (whose squares overflow)
+    # or 1e-160 (whose squares underflow) are rescaled exactly instead.
+    rng = np.random.default_rng(9)
+    factors = rng.integers(0, 5, size=(2000, 3))
+    latents = factors + 0.3 * rng.standard_normal((2000, 3))
+    base = _score({"latents": latents, "factors": factors}, 3, "range")
+    mixed = latents * np.array([1e154, 1e-160, 1e300])
+    for scaled in (latents * 1e154, latents * 1e-160, mixed):
+        result = _score({"latents": scaled, "factors": factors}, 3, "range")
+        assert np.isfinite([result.infom, result.infoe, result.infoc]).all()
+        np.testing.assert_allclose(result.nmi, base.nmi, rtol=0, atol=1e-9)
+        # Activity compares ranges across columns: only the 1e300 column stays active.
+        np.testing.assert_array_equal(result.active_latents, [False, False, True]
+                                      if scaled is mixed else base.active_latents)
+        assert result.infoe == pytest.approx(base.infoe, abs=1e-6)
+
+
+def test_n_neighbors_is_clamped_to_the_data():
+    rng = np.random.default_rng(10)
+    factors = rng.integers(0, 4, size=(600, 2))
+    latents = factors + rng.standard_normal((600, 2))
+    largest_group = max(np.bincount(column).max() for column in factors.T)
+    with pytest.warns(RuntimeWarning, match="n_neighbors=100000 exceeds"):
+        huge = infomec(latents, factors, n_neighbors=100000, device="cpu")
+    exact = infomec(latents, factors, n_neighbors=int(largest_group) - 1, device="cpu")
+    np.testing.assert_array_equal(huge.nmi, exact.nmi)
+
+
+_MANY_CODES = """
+import numpy as np
+from disentangle_eval import DataError, infomec, normalized_mutual_information
+rng = np.random.default_rng(0)
+codes = rng.integers(0, 1000, (20000, 14))
+factors = rng.integers(0, 1000, (20000, 7))
+"""
+
+
+def test_plugin_mi_of_many_codes_stays_within_memory():
+    # 7 factors x 14 latents x 1000 x 1000 dense contingency tables would take several GB;
+    # tables with more cells than samples are counted sparsely instead.
+    code = _MANY_CODES + """
+nmi = normalized_mutual_information(codes, factors, device="cpu")
+print(nmi.shape, bool(np.isfinite(nmi).all()), bool((nmi >= 0).all()))
+"""
+    run = python_limited(code, max_bytes=2 * 2**30)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "(7, 14) True True"
+
+
+def test_infoe_too_large_for_memory_is_refused_in_one_line():
+    code = _MANY_CODES + """
+import time
+start = time.perf_counter()
+try:
+    infomec(codes, factors, device="cpu")
+except DataError as error:
+    print(f"{time.perf_counter() - start:.1f}", error)
+"""
+    run = python_limited(code, max_bytes=2 * 2**30)
+    assert run.returncode == 0, run.stderr[-2000:]
+    seconds, message = run.stdout.strip().split(" ", 1)
+    assert "\n" not in message
+    assert message.startswith("InfoE would fit 14001 inputs x 1000 classes for 7 factor(s)")
+    assert "GiB of optimiser state" in message
+    assert float(seconds) < 5  # refused before the NMI is computed
+
+
+def test_huge_n_neighbors_on_few_rows_is_quick_and_small():
+    code = """
+import time, warnings
+import numpy as np
+from disentangle_eval import infomec
+warnings.simplefilter("ignore")
+rng = np.random.default_rng(0)
+factors = rng.integers(0, 4, (600, 3))
+latents = factors + rng.standard_normal((600, 3))
+start = time.perf_counter()
+result = infomec(latents, factors, n_neighbors=100000, device="cpu")
+print(f"{time.perf_counter() - start:.1f}", any("n_neighbors=100000" in n for n in result.notes))
+"""
+    run = python_limited(code, max_bytes=2 * 2**30)
+    assert run.returncode == 0, run.stderr[-2000:]
+    seconds, noted = run.stdout.split()
+    assert noted == "True" and float(seconds) < 10
 
 
 def test_result_to_dict_is_json_ready():
@@ -263,13 +381,51 @@ def test_result_to_dict_is_json_ready():
     assert payload["device"] == "cpu"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_matches_cpu(conformance_case):
-    _, arrays, _ = conformance_case
-    cpu = _score(arrays, 3, "range")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        gpu = infomec(arrays["latents"], arrays["factors"], device="cuda")
-    assert gpu.device.startswith("cuda")
-    np.testing.assert_allclose(gpu.nmi, cpu.nmi, atol=2e-2)
-    assert gpu.infoe == pytest.approx(cpu.infoe, abs=1e-3)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+@pytest.mark.parametrize("variant,k,rule", VARIANTS, ids=[v[0] for v in VARIANTS])
+def test_cuda_conformance(conformance_case, variant, k, rule):
+    # Every value (InfoM, InfoE, InfoC, each NMI entry, InfoE per factor) at the CPU
+    # tests' tolerances, computed on the GPU.
+    name, arrays, expected = conformance_case
+    result = _score(arrays, k, rule, device="cuda")
+    assert result.device.startswith("cuda")
+    _check_conformance(result, expected, variant)
+
+
+def _assert_devices_agree(latents, factors, **kwargs):
+    arrays = {"latents": latents, "factors": factors}
+    cpu = _score(arrays, 3, "range", **kwargs)
+    gpu = _score(arrays, 3, "range", device="cuda", **kwargs)
+    assert gpu.device.startswith("cuda") and gpu.discrete == cpu.discrete
+    # The jitter is drawn on the CPU for both: the NMI differs by rounding only.
+    np.testing.assert_allclose(gpu.nmi, cpu.nmi, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(gpu.active_latents, cpu.active_latents)
+    assert (gpu.infom, gpu.infoc) == pytest.approx((cpu.infom, cpu.infoc), abs=1e-9)
+    np.testing.assert_allclose(gpu.infoe_per_factor, cpu.infoe_per_factor, rtol=0, atol=1e-3)
+
+
+@needs_cuda
+def test_cuda_matches_cpu_discrete_latents():
+    rng = np.random.default_rng(11)
+    factors = rng.integers(0, 6, size=(4000, 3))
+    codes = np.stack([factors[:, 0], (factors[:, 1] + rng.integers(0, 2, 4000)) % 6,
+                      rng.integers(0, 9, 4000), factors[:, 2] * 2 + rng.integers(0, 2, 4000)],
+                     axis=1)
+    _assert_devices_agree(codes, factors)
+
+
+@needs_cuda
+def test_cuda_matches_cpu_forty_class_factor():
+    # Two 40-class factors take the preconditioned InfoE path (and the k-NN's largest
+    # label counts); the small ones the plain path.
+    rng = np.random.default_rng(12)
+    sizes = np.array([4, 2, 40, 40])
+    factors = np.stack([rng.integers(0, s, 6000) for s in sizes], axis=1)
+    unit = factors / (sizes - 1)
+    latents = np.concatenate([np.tanh(2 * unit - 1) + 0.05 * rng.standard_normal(unit.shape),
+                              np.cos(2.5 * unit) + 0.2 * rng.standard_normal(unit.shape)],
+                             axis=1)
+    _assert_devices_agree(latents, factors)
