@@ -19,6 +19,9 @@ With ``R`` replicates ``theta*_r`` of an estimate ``theta`` and the plan's scale
 
 Normal-theory intervals need far fewer replicates than percentile intervals (whose 2.5%
 tails rest on a handful of replicates when ``R`` is 20-100).
+
+:func:`mean_interval` is the t-interval of a mean over independent runs (e.g. training
+seeds, or their paired differences), for tables over runs.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.special
 
-__all__ = ["Interval", "interval", "LEVEL"]
+__all__ = ["Interval", "interval", "mean_interval", "LEVEL"]
 
 LEVEL = 0.95
 
@@ -98,3 +101,16 @@ def interval(estimate: float, replicates, scale: float, *, bias_correction: bool
         p_value = 1.0 if centre == 0 else 0.0
     return Interval(estimate=float(estimate), low=float(low), high=float(high),
                     std_error=std_error, bias=bias, p_value=min(1.0, p_value), n_resamples=n)
+
+
+def mean_interval(values) -> Interval:
+    """95% t-interval of the mean of independent values (e.g. one per training seed).
+
+    ``mean +- t * sd / sqrt(n)`` with Student's t at ``n - 1`` degrees of freedom; the
+    p-value is that of a zero mean (for per-seed paired differences). Needs ``n >= 2``.
+    """
+    values = np.asarray(values, dtype=np.float64).ravel()
+    mean = float(values.mean()) if values.size else 0.0
+    # Pseudo-replicates whose spread is the standard error of the mean.
+    return interval(mean, mean + (values - mean) / np.sqrt(max(values.size, 1)), 1.0,
+                    bias_correction=False)

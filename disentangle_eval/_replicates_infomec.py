@@ -1,13 +1,22 @@
 """InfoMEC of many replicates at once: the logistic fits of every replicate in one pass.
 
 InfoE dominates InfoMEC's cost: one batched L-BFGS per call, tens of iterations of small
-tensor operations. Here the fits of all replicates run as more targets of one fit on the
-full design, each replicate's rows entering as row counts (bootstrap multiplicities, or
-0/1 for a half-sample) and each factor relabelled to the classes the replicate holds.
-The objective of every target is exactly the one a separate fit on the replicate's rows
-minimises (the unregularised optimum does not depend on the affine map, nor on one-hot
-columns of codes the replicate lacks). The NMI, InfoM and InfoC of each replicate are
-computed by the metric's own functions on the replicate's rows.
+tensor operations. Here the fits of a group of replicates run as more targets of one fit
+on the rows the group uses, each replicate's rows entering as row counts (bootstrap
+multiplicities, or 0/1 for half-samples) and each factor relabelled to the classes the
+replicate holds. The objective of every target is exactly the one a separate fit on the
+replicate's rows minimises (the unregularised optimum does not depend on the affine map,
+nor on one-hot columns of codes the replicate lacks). A bootstrap replicate alone is
+fitted on its distinct rows with their counts (about 63% of the rows). The NMI, InfoM
+and InfoC of each replicate are computed by the metric's own functions on its rows.
+
+How many replicates share a fit is set by the size of the fit's work arrays: one fit of
+many replicates saves the per-iteration overhead, which dominates small problems (20
+replicates of 500 rows: 4-5x faster than separate fits on two CPU cores), but the group
+works on the union of its rows (all rows, for 20 half-samples), and on CPU a large
+problem gains nothing from batching (10000 rows: one fit of 20 half-samples over all
+rows took 1.8x longer than 20 fits on their own rows). On a GPU the overhead dominates
+much longer.
 
 :func:`disentangle_eval._uncertainty.loop_replicates` (one ``infomec_from_inputs`` call
 per replicate) is the reference this is tested against.
@@ -19,6 +28,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ._infomec import InfoMECResult, _active_mask, _nmi, modularity_compactness
 from ._logistic import fit_multinomial_logistic, one_hot_design
@@ -27,14 +37,16 @@ from ._validation import DataError, ScoringInputs
 
 __all__ = ["infomec_replicates"]
 
-# Bytes of float64 work arrays (targets x classes x rows, a few of them) one fit may hold.
-_FIT_MEMORY_BUDGET = 512 * 2**20
+# Bytes of float64 work arrays (targets x classes x rows, a few of them) one fit may hold:
+# cache-sized on CPU, memory-sized on a GPU.
+_FIT_BUDGET = {"cpu": 16 * 2**20}
+_FIT_BUDGET_DEFAULT = 512 * 2**20
 _WORK_ARRAYS = 6
 
 
 def infomec_replicates(spec, sides: Sequence[ScoringInputs], shared: dict,
-                       replicates: Sequence[Replicate], *, max_iter: int = 500,
-                       tol: float = 1e-4) -> np.ndarray:
+                       replicates: Sequence[Replicate], *, progress: bool = False,
+                       max_iter: int = 500, tol: float = 1e-4) -> np.ndarray:
     """Headline values (InfoM, InfoE, InfoC) of every replicate and side.
 
     Same signature and result as :func:`disentangle_eval._uncertainty.loop_replicates`:
@@ -44,9 +56,12 @@ def infomec_replicates(spec, sides: Sequence[ScoringInputs], shared: dict,
     out = np.full((len(replicates), len(sides), len(names)), np.nan)
     n_neighbors = int(shared.get("n_neighbors", 3))
     rule = shared.get("active", "range")
+    bar = tqdm(total=len(sides) * len(replicates), desc="infomec replicates",
+               unit="replicate", leave=False, disable=None if progress else True)
     for s, inputs in enumerate(sides):
         ok = []
         for r, replicate in enumerate(replicates):
+            bar.update()
             try:
                 sub = replicate_inputs(inputs, replicate)
             except DataError:
@@ -59,6 +74,7 @@ def infomec_replicates(spec, sides: Sequence[ScoringInputs], shared: dict,
             ok.append(r)
         infoe = _replicate_infoe(inputs, [replicates[r] for r in ok], max_iter, tol)
         out[ok, s, names.index("infoe")] = infoe
+    bar.close()
     return out
 
 
@@ -99,18 +115,24 @@ def _replicate_infoe(inputs: ScoringInputs, replicates: Sequence[Replicate], max
     """InfoE of each replicate, shape (n_replicates,), from batched logistic fits."""
     if not replicates:
         return np.zeros(0)
-    n, n_factors = inputs.n_samples, inputs.n_factors
-    # Unregularised fits do not depend on an affine map of dense inputs (the fitter
-    # whitens them), so the raw latents serve every replicate.
-    design = one_hot_design(inputs.latents) if inputs.discrete else inputs.latents
-    per_replicate = _WORK_ARRAYS * 8 * n * n_factors * max(inputs.factor_sizes)
-    chunk = max(1, _FIT_MEMORY_BUDGET // per_replicate)
+    n_factors = inputs.n_factors
+    rows_each = max(len(np.unique(replicate.rows)) for replicate in replicates)
+    per_replicate = _WORK_ARRAYS * 8 * rows_each * n_factors * max(inputs.factor_sizes)
+    budget = _FIT_BUDGET.get(inputs.device.type, _FIT_BUDGET_DEFAULT)
+    chunk = max(1, budget // per_replicate)
     out = []
     for start in range(0, len(replicates), chunk):
         part = replicates[start:start + chunk]
-        counts = _row_counts(n, part, inputs.device)                   # (N, R)
-        targets, n_classes = _present_classes(inputs.factors, counts, inputs.factor_sizes)
-        row_weights = counts.repeat_interleave(n_factors, dim=1)        # (N, R * F)
+        counts = _row_counts(inputs.n_samples, part, inputs.device)    # (N, R)
+        used = torch.nonzero(counts.sum(1) > 0).squeeze(1)
+        counts = counts[used]
+        latents = inputs.latents[used]
+        # Unregularised fits do not depend on an affine map of dense inputs (the fitter
+        # whitens them), so the raw latents serve every replicate.
+        design = one_hot_design(latents) if inputs.discrete else latents
+        targets, n_classes = _present_classes(inputs.factors[used], counts,
+                                              inputs.factor_sizes)
+        row_weights = counts.repeat_interleave(n_factors, dim=1)        # (rows, R * F)
         fit = fit_multinomial_logistic(design, targets, n_classes, sample_weight="balanced",
                                        max_iter=max_iter, tol=tol, row_weights=row_weights)
         log_p = fit.log_proba(design).clamp(min=math.log(torch.finfo(torch.float64).eps))

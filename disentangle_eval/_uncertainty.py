@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ._intervals import Interval, interval
 from ._registry import DEFAULT_METRICS, METRICS, SETTING_NAMES, MetricSpec, run_metric
@@ -26,14 +27,15 @@ from ._validation import DataError, ScoringInputs, check_inputs
 
 __all__ = ["MetricIntervals", "ScoresWithIntervals", "Comparison", "confidence_intervals",
            "compare_representations", "intervals_from_inputs", "compare_from_inputs",
-           "resampling_plan", "loop_replicates", "BATCHED_RUNNERS"]
+           "resampling_plan", "rows_order", "draw_metric_replicates", "loop_replicates",
+           "BATCHED_RUNNERS"]
 
 # A replicate whose rows cannot be scored (e.g. a factor left with one value) is dropped;
 # more than this share of failures means the data are too small to resample.
 _MAX_FAILED_SHARE = 0.1
 
-ReplicateRunner = Callable[[MetricSpec, Sequence[ScoringInputs], dict, Sequence[Replicate]],
-                           np.ndarray]
+# runner(spec, sides, shared, replicates, *, progress) -> values, as loop_replicates.
+ReplicateRunner = Callable[..., np.ndarray]
 
 
 def resampling_plan(spec: MetricSpec) -> Resampling:
@@ -62,8 +64,6 @@ def loop_replicates(spec: MetricSpec, sides: Sequence[ScoringInputs], shared: di
     numpy.ndarray of shape (n_replicates, n_sides, n_values)
         NaN where a replicate's rows could not be scored (:class:`DataError`).
     """
-    from tqdm.auto import tqdm
-
     out = None
     bar = tqdm(replicates, desc=f"{spec.name} replicates", unit="replicate", leave=False,
                disable=None if progress else True)
@@ -92,10 +92,8 @@ BATCHED_RUNNERS: dict[str, ReplicateRunner] = {"infomec": infomec_replicates}
 
 
 def _run_replicates(spec, sides, shared, replicates, progress) -> np.ndarray:
-    runner = BATCHED_RUNNERS.get(spec.name)
-    if runner is not None:
-        return runner(spec, sides, shared, replicates)
-    return loop_replicates(spec, sides, shared, replicates, progress=progress)
+    runner = BATCHED_RUNNERS.get(spec.name, loop_replicates)
+    return runner(spec, sides, shared, replicates, progress=progress)
 
 
 # --------------------------------------------------------------------------------------
@@ -211,12 +209,23 @@ def _check_resamples(n_resamples) -> None:
         raise ValueError(f"n_resamples must be an integer >= 2, got {n_resamples!r}")
 
 
-def _draw_for(spec: MetricSpec, sides: Sequence[ScoringInputs], shared: dict,
-              n_resamples: int | None, seed: int) -> tuple[str, list[Replicate], Resampling]:
+def rows_order(sides: Sequence[ScoringInputs]) -> np.ndarray:
+    """Canonical order of the rows of (paired) inputs: by the content of every side."""
+    return canonical_order(*[side.raw_latents.cpu().numpy() for side in sides],
+                           sides[0].factors.cpu().numpy())
+
+
+def draw_metric_replicates(spec: MetricSpec, sides: Sequence[ScoringInputs], shared: dict,
+                           n_resamples: int | None, seed: int, order: np.ndarray | None = None
+                           ) -> tuple[str, list[Replicate], Resampling]:
+    """The scheme, replicates and plan of one metric on (paired) inputs.
+
+    ``order`` is :func:`rows_order` of ``sides`` (computed when not given).
+    """
     plan = resampling_plan(spec)
     scheme = joint_scheme(plan, [side.discrete for side in sides])
-    order = canonical_order(*[side.raw_latents.cpu().numpy() for side in sides],
-                            sides[0].factors.cpu().numpy())
+    if order is None:
+        order = rows_order(sides)
     replicates = draw_replicates(order, scheme, n_resamples or plan.default_resamples, seed,
                                  within_split=plan.within_split,
                                  split=shared.get("split", "random"),
@@ -272,11 +281,13 @@ def intervals_from_inputs(inputs: ScoringInputs, metrics: Sequence[str], shared:
     _check_resamples(n_resamples)
     results = dict(results or {})
     out = {}
+    order = rows_order([inputs])
     for name in metrics:
         spec = METRICS[name]
         if name not in results:
             results[name] = run_metric(spec, inputs, shared)
-        scheme, replicates, plan = _draw_for(spec, [inputs], shared, n_resamples, seed)
+        scheme, replicates, plan = draw_metric_replicates(spec, [inputs], shared, n_resamples,
+                                                          seed, order)
         values = _run_replicates(spec, [inputs], shared, replicates, progress)
         out[name] = _metric_intervals(spec, plan, scheme, [inputs], values, [results[name]],
                                       seed)[0][0]
@@ -297,13 +308,15 @@ def compare_from_inputs(inputs_a: ScoringInputs, inputs_b: ScoringInputs,
                         f"factors (got {inputs_a.n_samples} and {inputs_b.n_samples} rows)")
     results_a, results_b = dict(results_a or {}), dict(results_b or {})
     intervals_a, intervals_b, differences = {}, {}, {}
+    sides = [inputs_a, inputs_b]
+    order = rows_order(sides)
     for name in metrics:
         spec = METRICS[name]
         for results, inputs in ((results_a, inputs_a), (results_b, inputs_b)):
             if name not in results:
                 results[name] = run_metric(spec, inputs, shared)
-        sides = [inputs_a, inputs_b]
-        scheme, replicates, plan = _draw_for(spec, sides, shared, n_resamples, seed)
+        scheme, replicates, plan = draw_metric_replicates(spec, sides, shared, n_resamples, seed,
+                                                          order)
         values = _run_replicates(spec, sides, shared, replicates, progress)
         (ia, ib), ok = _metric_intervals(spec, plan, scheme, sides, values,
                                          [results_a[name], results_b[name]], seed)

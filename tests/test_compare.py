@@ -19,12 +19,8 @@ HEADLINES = {"dci": ("disentanglement", "completeness", "informativeness_train",
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Replicates are many small tensor operations: one thread avoids OpenMP hand-offs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test here runs many small replicates."""
 
 
 def factors_of(n: int, seed: int = 0) -> np.ndarray:
