@@ -106,7 +106,7 @@ def _compute(latents_a, latents_b, factors_path, options, device) -> dict:
                        "latents_discrete": inputs.discrete, **sides[side]}
     settings = {"metrics": list(metrics), "seed": options["seed"], "device": str(device),
                 **{name: METRICS[name].settings(shared) for name in metrics},
-                "ci": {"level": 0.95, "interval": "bias-corrected t", "paired": True,
+                "ci": {"level": 0.95, "interval": "t on the resampling standard error", "paired": True,
                        **{name: found.settings()
                           for name, found in comparison.intervals_a.items()}}}
     return {"inputs": {"factors": str(factors_path), "n_samples": inputs_a.n_samples,

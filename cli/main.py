@@ -246,7 +246,7 @@ def _add_intervals(report, inputs, shared, results, ci, seed) -> None:
                                       progress=True)
     for name, found in intervals.items():
         report[name]["ci95"] = found.ci95()
-    report["settings"]["ci"] = {"level": 0.95, "interval": "bias-corrected t",
+    report["settings"]["ci"] = {"level": 0.95, "interval": "t on the resampling standard error",
                                 **{name: found.settings() for name, found in intervals.items()}}
 
 

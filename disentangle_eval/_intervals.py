@@ -74,20 +74,27 @@ def interval(estimate: float, replicates, scale: float, *, bias_correction: bool
     ----------
     estimate : float
     replicates : array-like of shape (n_resamples,)
-        Finite replicate values; at least 2.
+        Replicate values; NaN where a replicate leaves the value undefined (left out).
     scale : float
         Deviation scale of the resampling scheme.
     bias_correction : bool, default=True
         Centre the interval on the estimate minus the replicates' bias estimate.
     bounds : (float, float)
         Range the value can take; the interval is cut to it.
+
+    Returns
+    -------
+    Interval
+        NaN bounds, standard error and p-value where the estimate is undefined (NaN) or
+        fewer than 2 replicates define the value.
     """
-    values = np.asarray(replicates, dtype=np.float64)
+    values = np.asarray(replicates, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
     n = values.size
-    if n < 2:
-        raise ValueError(f"an interval needs at least 2 replicates, got {n}")
-    if not np.all(np.isfinite(values)):
-        raise ValueError("replicate values must be finite")
+    if n < 2 or not np.isfinite(estimate):
+        nan = float("nan")
+        return Interval(estimate=float(estimate), low=nan, high=nan, std_error=nan, bias=0.0,
+                        p_value=nan, n_resamples=n)
     mean = float(values.mean())
     std_error = scale * float(values.std(ddof=1))
     bias = scale ** 2 * (mean - float(estimate)) if bias_correction else 0.0
@@ -107,10 +114,12 @@ def mean_interval(values) -> Interval:
     """95% t-interval of the mean of independent values (e.g. one per training seed).
 
     ``mean +- t * sd / sqrt(n)`` with Student's t at ``n - 1`` degrees of freedom; the
-    p-value is that of a zero mean (for per-seed paired differences). Needs ``n >= 2``.
+    p-value is that of a zero mean (for per-seed paired differences). NaN values are
+    left out; with fewer than 2 values left the interval is undefined (NaN).
     """
     values = np.asarray(values, dtype=np.float64).ravel()
-    mean = float(values.mean()) if values.size else 0.0
+    values = values[np.isfinite(values)]
+    mean = float(values.mean()) if values.size else float("nan")
     # Pseudo-replicates whose spread is the standard error of the mean.
     return interval(mean, mean + (values - mean) / np.sqrt(max(values.size, 1)), 1.0,
                     bias_correction=False)

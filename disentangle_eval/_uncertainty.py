@@ -5,7 +5,10 @@ says how its rows may be resampled (:class:`~disentangle_eval._resampling.Resamp
 each replicate is scored by the metric itself on the replicate's rows, and the interval
 comes from the replicates' spread (:mod:`disentangle_eval._intervals`). A metric may
 also register a batched replicate runner (``BATCHED_RUNNERS``) that scores all
-replicates at once; the plain loop (:func:`loop_replicates`) stays its reference.
+replicates at once; the plain loop (:func:`loop_replicates`) stays its reference. InfoMEC
+has one (:mod:`disentangle_eval._replicates_infomec`); DCI's replicates run as separate
+refits through the loop until the tree learner takes per-target row weights, when they
+can become more targets of one boosting pass registered here.
 """
 from __future__ import annotations
 
@@ -112,6 +115,8 @@ class MetricIntervals:
         One per headline value, keyed as ``MetricResult.headline()``.
     method : str
         How the rows were resampled (e.g. ``"half-sampling"``).
+    bias_corrected : bool
+        Whether the intervals are centred on the bias-corrected estimate.
     n_resamples : int
         Replicates asked for.
     n_failed : int
@@ -125,6 +130,7 @@ class MetricIntervals:
     metric: str
     intervals: dict[str, Interval]
     method: str
+    bias_corrected: bool
     n_resamples: int
     n_failed: int
     seed: int
@@ -135,8 +141,8 @@ class MetricIntervals:
         return {name: [iv.low, iv.high] for name, iv in self.intervals.items()}
 
     def settings(self) -> dict:
-        return {"method": self.method, "n_resamples": self.n_resamples,
-                "n_failed": self.n_failed, "seed": self.seed}
+        return {"method": self.method, "bias_corrected": self.bias_corrected,
+                "n_resamples": self.n_resamples, "n_failed": self.n_failed, "seed": self.seed}
 
 
 @dataclass(frozen=True)
@@ -234,10 +240,14 @@ def draw_metric_replicates(spec: MetricSpec, sides: Sequence[ScoringInputs], sha
 
 
 def _metric_intervals(spec, plan, scheme, sides, values, estimates, seed):
-    """Per-side MetricIntervals from replicate values (n_replicates, n_sides, n_values)."""
-    ok = ~np.isnan(values).any(axis=(1, 2))
-    n_failed = int((~ok).sum())
-    if ok.sum() < 2 or n_failed > _MAX_FAILED_SHARE * len(values):
+    """Per-side MetricIntervals from replicate values (n_replicates, n_sides, n_values).
+
+    A replicate is failed when no value of it is defined (its rows could not be
+    scored); a single undefined value (NaN headline) is left out of that value only.
+    """
+    failed = np.isnan(values).all(axis=(1, 2))
+    n_failed = int(failed.sum())
+    if (~failed).sum() < 2 or n_failed > _MAX_FAILED_SHARE * len(values):
         raise DataError(f"{spec.name}: {n_failed} of {len(values)} resamples of the rows "
                         "could not be scored (a factor value too rare to appear in them); "
                         "too few rows for confidence intervals")
@@ -245,15 +255,16 @@ def _metric_intervals(spec, plan, scheme, sides, values, estimates, seed):
     out = []
     for s, estimate in enumerate(estimates):
         headline = estimate.headline()
-        intervals = {name: interval(value, values[ok, s, v], scale,
+        intervals = {name: interval(value, values[:, s, v], scale,
                                     bias_correction=plan.corrects_bias(scheme),
                                     bounds=plan.value_range)
                      for v, (name, value) in enumerate(headline.items())}
         out.append(MetricIntervals(metric=spec.name, intervals=intervals,
                                    method=plan.describe([side.discrete for side in sides]),
+                                   bias_corrected=plan.corrects_bias(scheme),
                                    n_resamples=len(values), n_failed=n_failed, seed=int(seed),
                                    replicates=values[:, s, :]))
-    return out, ok
+    return out
 
 
 def intervals_from_inputs(inputs: ScoringInputs, metrics: Sequence[str], shared: dict, *,
@@ -290,7 +301,7 @@ def intervals_from_inputs(inputs: ScoringInputs, metrics: Sequence[str], shared:
                                                           seed, order)
         values = _run_replicates(spec, [inputs], shared, replicates, progress)
         out[name] = _metric_intervals(spec, plan, scheme, [inputs], values, [results[name]],
-                                      seed)[0][0]
+                                      seed)[0]
     return out
 
 
@@ -318,15 +329,15 @@ def compare_from_inputs(inputs_a: ScoringInputs, inputs_b: ScoringInputs,
         scheme, replicates, plan = draw_metric_replicates(spec, sides, shared, n_resamples, seed,
                                                           order)
         values = _run_replicates(spec, sides, shared, replicates, progress)
-        (ia, ib), ok = _metric_intervals(spec, plan, scheme, sides, values,
-                                         [results_a[name], results_b[name]], seed)
+        ia, ib = _metric_intervals(spec, plan, scheme, sides, values,
+                                   [results_a[name], results_b[name]], seed)
         intervals_a[name], intervals_b[name] = ia, ib
         low, high = plan.value_range
         span = (low - high, high - low)
         a, b = results_a[name].headline(), results_b[name].headline()
         for v, value_name in enumerate(a):
             differences[f"{name}.{value_name}"] = interval(
-                a[value_name] - b[value_name], values[ok, 0, v] - values[ok, 1, v],
+                a[value_name] - b[value_name], values[:, 0, v] - values[:, 1, v],
                 deviation_scale(inputs_a.n_samples, scheme),
                 bias_correction=plan.corrects_bias(scheme), bounds=span)
     return Comparison(results_a=results_a, results_b=results_b, intervals_a=intervals_a,

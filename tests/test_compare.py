@@ -127,8 +127,8 @@ def test_compare_json(files):
     assert payload["a"]["latents"] == str(files["a"]) and payload["b"]["n_latents"] == 3
     assert set(payload["a"]["infomec"]["ci95"]) == set(HEADLINES["infomec"])
     ci = payload["settings"]["ci"]
-    assert ci["infomec"] == {"method": "half-sampling", "n_resamples": 8, "n_failed": 0,
-                             "seed": 3}
+    assert ci["infomec"] == {"method": "half-sampling", "bias_corrected": False,
+                             "n_resamples": 8, "n_failed": 0, "seed": 3}
     assert payload["settings"]["seed"] == 3 and payload["inputs"]["factor_names"] == ["x", "y", "z"]
 
 
@@ -152,11 +152,13 @@ def test_compare_errors(files):
                   "nope").exit_code == 2
 
 
-def test_score_ci_json_and_table(files):
+def test_score_ci_json_and_table(files, tmp_path):
     result = invoke("score", files["a"], "--factors", files["f"], "--metrics", "infomec",
-                    "--ci", "5", "--json")
+                    "--ci", "5", "--json", "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["infomec"]["ci95"] \
+        == payload["infomec"]["ci95"]
     ci95 = payload["infomec"]["ci95"]
     assert set(ci95) == set(HEADLINES["infomec"])
     for name, (low, high) in ci95.items():
@@ -172,6 +174,27 @@ def test_score_ci_json_and_table(files):
     without = invoke("score", files["a"], "--factors", files["f"], "--metrics", "infomec")
     assert "[" not in next(l for l in without.output.splitlines() if l.startswith("InfoE"))
     assert invoke("score", files["a"], "--factors", files["f"], "--ci", "x").exit_code == 2
+
+
+def test_score_ci_of_an_undefined_value_is_null(files, monkeypatch):
+    import dataclasses
+
+    from disentangle_eval import _registry
+
+    spec = _registry.METRICS["infomec"]
+
+    def nan_infom(inputs, **options):
+        return dataclasses.replace(spec.compute(inputs, **options), infom=float("nan"))
+
+    monkeypatch.setitem(_registry.METRICS, "infomec", dataclasses.replace(spec, compute=nan_infom))
+    result = invoke("score", files["a"], "--factors", files["f"], "--metrics", "infomec",
+                    "--ci", "3", "--json")
+    assert result.exit_code == 0, result.output
+    ci95 = json.loads(result.stdout, parse_constant=pytest.fail)["infomec"]["ci95"]
+    assert ci95["infom"] == [None, None] and None not in ci95["infoe"]
+    table = invoke("score", files["a"], "--factors", files["f"], "--metrics", "infomec",
+                   "--ci", "3")
+    assert "InfoM  n/a [n/a, n/a]" in table.output
 
 
 @pytest.mark.slow
