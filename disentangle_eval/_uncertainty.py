@@ -463,7 +463,7 @@ def compare_representations(latents_a, latents_b, factors, *,
     >>> noisy = rng.standard_normal((500, 2))
     >>> c = compare_representations(clean, noisy, factors, metrics=["infomec"],
     ...                             n_resamples=20, device="cpu")
-    >>> d = c.differences["infomec.infom"]
+    >>> d = c.differences["infomec.infoe"]
     >>> bool(d.low > 0 and d.p_value < 0.01)
     True
     """

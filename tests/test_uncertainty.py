@@ -256,6 +256,7 @@ def test_a_new_metric_gets_intervals_without_code_of_its_own(monkeypatch):
     assert iv.std_error == pytest.approx(z.std() / 10 / math.sqrt(400), rel=0.15)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # InfoMEC's notes on tiny data
 def test_errors():
     z, s = population("discrete", 100, 0)
     with pytest.raises(ValueError, match="n_resamples must be an integer >= 2, got 1"):
@@ -370,3 +371,12 @@ def test_every_registered_metric_gets_intervals(one_thread):
         assert found.method == ("half-sampling" if name == "infomec"
                                 else "bootstrap within the train/test split"), name
     strict_json(scores.to_dict())  # no NaN reaches the JSON
+
+
+def test_docstring_examples(one_thread):
+    import doctest
+
+    from disentangle_eval import _uncertainty
+
+    failures, tried = doctest.testmod(_uncertainty, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert tried >= 6 and failures == 0
