@@ -1,8 +1,9 @@
 """``disentangle-eval compare A B --factors F``: is A better than B on the same rows?
 
-The command takes the options of ``score`` that concern scoring (the same parameter
-objects, so the two cannot drift apart) and is registered on the main group by
-``cli/main.py`` through :func:`make_compare_command`.
+The command takes the options of ``score`` that concern scoring as the same parameter
+objects (help, defaults and checks cannot drift apart; a test checks that every scoring
+option of ``score`` is here) and is registered on the main group by ``cli/main.py``
+through :func:`make_compare_command`.
 """
 from __future__ import annotations
 

@@ -141,6 +141,14 @@ def test_compare_table(files):
     assert "[+" in line and line.split()[1] != line.split()[2]
 
 
+def test_compare_takes_every_scoring_option_of_score():
+    from disentangle_eval.cli.compare import SHARED_PARAMETERS
+    from disentangle_eval.cli.main import score
+
+    output_only = {"latents_path", "out_dir", "force"}
+    assert {p.name for p in score.params} - output_only == set(SHARED_PARAMETERS)
+
+
 def test_compare_errors(files):
     mismatch = invoke("compare", files["a"], files["short"], "--factors", files["f"])
     assert mismatch.exit_code == 1
