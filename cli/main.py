@@ -14,6 +14,8 @@ from pathlib import Path
 import click
 
 from ._errors import BadData, Group
+from ._scoring import RESAMPLES, format_estimate, load_inputs
+from .compare import make_compare_command
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
 MAX_SEED = 2**32 - 1  # scikit-learn's random_state range, the narrowest of the backends
@@ -114,6 +116,9 @@ def _finite(_ctx, _param, value: float) -> float:
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, MAX_SEED),
               help="Seed of every random step (MI jitter, train/test split, tie-breaking); 0 to 2**32-1, the "
                    "range every metric and backend accepts.")
+@click.option("--ci", "ci", type=RESAMPLES, is_flag=False, flag_value="auto", default=None,
+              help="95% confidence intervals from R resamples of the rows (--ci alone: "
+                   "100, 20 for DCI).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Also write metrics.json, matrices (.npy) and heatmaps (.png) into this "
@@ -122,7 +127,7 @@ def _finite(_ctx, _param, value: float) -> float:
               help="Replace an --out folder that holds earlier results of this command.")
 def score(latents_path, factors_path, latents_key, factors_key, metrics, discrete, n_neighbors,
           active_rule, dci_predictor, dci_backend, dci_max_train_rows, split, train_fraction,
-          device, seed, as_json, out_dir, force):
+          device, seed, ci, as_json, out_dir, force):
     """Score LATENTS (.npz/.npy, one row per sample) against --factors.
 
     \b
@@ -130,6 +135,7 @@ def score(latents_path, factors_path, latents_key, factors_key, metrics, discret
       disentangle-eval score latents.npz --factors factors.npz
       disentangle-eval score run.npz --factors run.npz --metrics infomec --json
       disentangle-eval score z.npy --factors y.npy --split contiguous --out results/
+      disentangle-eval score latents.npz --factors factors.npz --ci 50
 
     An .npz holding several arrays is read under the keys 'latents' and 'factors'
     (override with --latents-key/--factors-key); factor names come from 'factor_names'.
@@ -142,7 +148,7 @@ def score(latents_path, factors_path, latents_key, factors_key, metrics, discret
                "metrics": metrics, "discrete": discrete, "n_neighbors": n_neighbors,
                "active": active_rule, "predictor": dci_predictor, "backend": dci_backend,
                "max_train_rows": dci_max_train_rows, "split": split,
-               "train_fraction": train_fraction, "seed": seed}
+               "train_fraction": train_fraction, "seed": seed, "ci": ci}
     try:
         _score(latents_path, factors_path, options, device, as_json, out_dir, force)
     except KeyboardInterrupt:
@@ -198,16 +204,10 @@ def _compute(latents_path, factors_path, options, device) -> tuple[dict, dict, l
     import warnings
 
     from disentangle_eval._registry import METRICS, SETTING_NAMES, run_metric
-    from disentangle_eval._validation import check_inputs, display_text
+    from disentangle_eval._validation import display_text
     from disentangle_eval.environment import environment_info
-    from disentangle_eval.io import load_array, load_factor_names
 
-    latents = load_array(latents_path, "latents", options["latents_key"])
-    factors = load_array(factors_path, "factors", options["factors_key"])
-    given_names = load_factor_names(factors_path, latents_path, n_factors=factors.shape[1])
-    inputs = check_inputs(latents, factors, discrete=options["discrete"], device=device,
-                          factor_names=given_names, nonnegative_factors=True)
-    factor_names = given_names or [f"factor_{i}" for i in range(inputs.n_factors)]
+    inputs, factor_names = load_inputs(latents_path, factors_path, options, device)
     shown_names = [display_text(name) for name in factor_names]
 
     metrics, seed = options["metrics"], options["seed"]
@@ -229,10 +229,25 @@ def _compute(latents_path, factors_path, options, device) -> tuple[dict, dict, l
             report["settings"][name] = spec.settings(shared)
     for name, result in results.items():
         report[name] = result.to_dict()
+    if options["ci"] is not None:
+        _add_intervals(report, inputs, shared, results, options["ci"], seed)
     report["warnings"] = sorted({str(w.message) for w in recorded if not issubclass(
         w.category, (DeprecationWarning, FutureWarning))})
     report["environment"] = environment_info(device)
     return report, results, shown_names
+
+
+def _add_intervals(report, inputs, shared, results, ci, seed) -> None:
+    """``--ci``: a ``ci95`` object in each metric's report, the method in ``settings``."""
+    from disentangle_eval._uncertainty import intervals_from_inputs
+
+    intervals = intervals_from_inputs(inputs, list(results), shared, results=results,
+                                      n_resamples=None if ci == "auto" else ci, seed=seed,
+                                      progress=True)
+    for name, found in intervals.items():
+        report[name]["ci95"] = found.ci95()
+    report["settings"]["ci"] = {"level": 0.95, "interval": "t on the resampling standard error",
+                                **{name: found.settings() for name, found in intervals.items()}}
 
 
 def _planned_outputs(metrics) -> list[str]:
@@ -281,10 +296,12 @@ def _format_tables(report: dict, results: dict, factor_names) -> str:
               "infoe": "InfoE", "infoc": "InfoC", "mig": "MIG", "sap": "SAP",
               "modularity": "Modularity", "explicitness_train": "Explicitness (train)",
               "explicitness_test": "Explicitness (test)", "irs": "IRS"}
-    summary = [(labels.get(key, f"{name} {key}"), value) for name, result in results.items()
-               for key, value in result.headline().items()]
+    # With --ci a value prints with its interval: 0.7100 [0.6900, 0.7300].
+    summary = [(labels.get(key, f"{name} {key}"),
+                format_estimate(value, report[name].get("ci95", {}).get(key)))
+               for name, result in results.items() for key, value in result.headline().items()]
     width = max(len(name) for name, _ in summary)
-    lines += [""] + [f"{name:<{width}}  {value:.4f}" for name, value in summary]
+    lines += [""] + [f"{name:<{width}}  {value}" for name, value in summary]
     latent_names = [f"z{j}" for j in range(inputs["n_latents"])]
     with pd.option_context("display.width", 200, "display.max_columns", 60):
         if "infomec" in results:
@@ -336,6 +353,8 @@ def table(run_dirs, fmt):
         raise BadData(str(exc)) from None
     click.echo(format_table(summarise(runs), fmt), nl=False)
 
+
+main.add_command(make_compare_command(score))
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

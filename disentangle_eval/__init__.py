@@ -13,7 +13,10 @@ from ._infomec import (InfoMECResult, active_latents, infomec, modularity_compac
 from ._irs import IRSResult, irs
 from ._mig import MIGResult, mig
 from ._modularity import ModularityExplicitnessResult, modularity_explicitness
+from ._intervals import Interval
 from ._sap import SAPResult, sap
+from ._uncertainty import (Comparison, MetricIntervals, ScoresWithIntervals,
+                           compare_representations, confidence_intervals)
 from ._validation import DataError
 
 __version__ = "0.1.0"
@@ -23,4 +26,6 @@ __all__ = ["DataError", "DCIResult", "InfoMECResult", "active_latents", "complet
            "infomec", "modularity_compactness", "normalized_mutual_information",
            "predictive_information", "__version__",
            "MIGResult", "mig", "SAPResult", "sap", "ModularityExplicitnessResult",
-           "modularity_explicitness", "IRSResult", "irs"]
+           "modularity_explicitness", "IRSResult", "irs",
+           "Comparison", "Interval", "MetricIntervals", "ScoresWithIntervals",
+           "compare_representations", "confidence_intervals"]

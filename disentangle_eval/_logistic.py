@@ -104,28 +104,42 @@ def _class_count_groups(n_classes: Sequence[int]) -> list[list[int]]:
     return groups
 
 
-def sample_weights(targets, n_classes, sample_weight):
-    """(T, N) per-sample weights, each row summing to 1."""
+def sample_weights(targets, n_classes, sample_weight, row_weights=None):
+    """(T, N) per-sample weights, each row summing to 1.
+
+    ``row_weights`` (N, T), when given, counts each row that many times per target (as
+    when rows of a bootstrap replicate are repeated), class balance included.
+    """
     n_samples, n_targets = targets.shape
     device = targets.device
-    sizes = torch.as_tensor(n_classes, device=device)
+    if row_weights is None:
+        row_w = torch.ones(n_targets, n_samples, dtype=torch.float64, device=device)
+    else:
+        if tuple(row_weights.shape) != tuple(targets.shape):
+            raise ValueError(f"row_weights must have the shape of targets {tuple(targets.shape)}"
+                             f", got {tuple(row_weights.shape)}")
+        row_w = row_weights.T.to(torch.float64)
     if sample_weight == "balanced":
+        sizes = torch.as_tensor(n_classes, device=device)
         counts = torch.zeros(n_targets, max(n_classes), dtype=torch.float64, device=device)
-        counts.scatter_add_(1, targets.T, torch.ones(n_targets, n_samples, dtype=torch.float64,
-                                                      device=device))
-        class_w = n_samples / (sizes.to(torch.float64)[:, None] * counts.clamp(min=1))
+        counts.scatter_add_(1, targets.T, row_w)
+        class_w = row_w.sum(1, keepdim=True) / (sizes.to(torch.float64)[:, None]
+                                                 * counts.clamp(min=1))
         weights = class_w.gather(1, targets.T)
     elif sample_weight is None:
         weights = torch.ones(n_targets, n_samples, dtype=torch.float64, device=device)
     else:
         raise ValueError(f"sample_weight must be 'balanced' or None, got {sample_weight!r}")
+    if row_weights is not None:
+        weights = weights * row_w
     return weights / weights.sum(dim=1, keepdim=True)
 
 
 def fit_multinomial_logistic(design: torch.Tensor, targets: torch.Tensor,
                              n_classes: Sequence[int], *,
                              sample_weight: str | None = "balanced", l2: float = 0.0,
-                             max_iter: int = 500, tol: float = 1e-4) -> LogisticFit:
+                             max_iter: int = 500, tol: float = 1e-4,
+                             row_weights: torch.Tensor | None = None) -> LogisticFit:
     """Fit one multinomial logistic regression per target column, all at once.
 
     Each target's objective is the sample-weighted mean log-loss plus
@@ -150,6 +164,10 @@ def fit_multinomial_logistic(design: torch.Tensor, targets: torch.Tensor,
         A target is done when every entry of its gradient is at most ``tol`` in absolute
         value (scikit-learn's lbfgs ``gtol``), or by scipy's other stopping rules (see
         :func:`~disentangle_eval._lbfgs.batched_lbfgs`).
+    row_weights : torch.Tensor of shape (n_samples, n_targets), optional
+        Non-negative row counts per target: each target is fitted as if its rows were
+        repeated that many times (0 leaves a row out), e.g. bootstrap replicates fitted
+        as more targets on one design. ``n_classes`` then counts the classes present.
 
     Returns
     -------
@@ -160,7 +178,7 @@ def fit_multinomial_logistic(design: torch.Tensor, targets: torch.Tensor,
     n_samples, n_targets = targets.shape
     n_classes = [int(k) for k in n_classes]
     max_classes = max(n_classes)
-    weights = sample_weights(targets, n_classes, sample_weight)
+    weights = sample_weights(targets, n_classes, sample_weight, row_weights)
 
     # Unregularised fits are invariant to an invertible affine map of the inputs (weights
     # and intercepts absorb it), so they are solved on whitened inputs, where L-BFGS needs

@@ -29,3 +29,13 @@ def load_case(name: str):
 def conformance_case(request):
     arrays, expected = load_case(request.param)
     return request.param, arrays, expected
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: on two shared cores a second intra-op thread costs far more than it
+    saves, so tests of many small operations run on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,0 +1,126 @@
+"""What confidence intervals cost, on the MPI3D-sized problem.
+
+- InfoMEC (N=1000 and 10000, continuous latents: half-sampling; the same latents cut into
+  codes: bootstrap): the batched replicates (replicates' logistic fits grouped into one)
+  against the plain loop (one ``infomec`` call per replicate, the reference path), timed
+  A/B interleaved in this process; then the cost of ``--ci R`` as a multiple of one point
+  estimate.
+- DCI (N=15000, 10000 train + 5000 test): ``--ci 20`` (20 refits, separate fits for
+  now) as a multiple of one point estimate.
+- ``--sklearn``: one scikit-learn reference computation of each, measured side by side,
+  to put the cost of R replicates done the reference way (R times that) beside ours.
+
+Usage: python benchmarks/bench_uncertainty.py [--resamples 100] [--code-resamples 20]
+       [--dci-resamples 20] [--ab-resamples 10] [--skip-dci] [--sklearn]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _synthetic import mpi3d_like  # noqa: E402
+
+from disentangle_eval._registry import METRICS, run_metric  # noqa: E402
+from disentangle_eval._uncertainty import (BATCHED_RUNNERS, draw_metric_replicates,  # noqa: E402
+                                           intervals_from_inputs, loop_replicates)
+from disentangle_eval._validation import check_inputs  # noqa: E402
+
+SHARED = dict(n_neighbors=3, active="range", predictor="gbt", backend="torch",
+              split="random", train_fraction=2 / 3, seed=0, device=torch.device("cpu"),
+              progress=False, factor_names=None)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def bench_infomec(latents, factors, label, resamples, ab_resamples) -> None:
+    spec = METRICS["infomec"]
+    inputs = check_inputs(latents, factors, device="cpu")
+    point, _ = timed(lambda: run_metric(spec, inputs, SHARED))
+    scheme, replicates, _ = draw_metric_replicates(spec, [inputs], SHARED, ab_resamples, 0)
+    times = {"batched": [], "loop": []}
+    for _ in range(2):  # A/B interleaved: the machine's load drifts
+        t, batched = timed(lambda: BATCHED_RUNNERS["infomec"](spec, [inputs], SHARED,
+                                                              replicates))
+        times["batched"].append(t)
+        t, loop = timed(lambda: loop_replicates(spec, [inputs], SHARED, replicates))
+        times["loop"].append(t)
+    diff = np.nanmax(np.abs(batched - loop))
+    best = {k: min(v) for k, v in times.items()}
+    print(f"infomec {label} ({scheme}), {ab_resamples} replicates: batched "
+          f"{best['batched']:.2f} s, loop {best['loop']:.2f} s: "
+          f"{best['loop'] / best['batched']:.1f}x faster (max |difference| {diff:.1e})")
+    total, _ = timed(lambda: intervals_from_inputs(inputs, ["infomec"], SHARED,
+                                                   n_resamples=resamples))
+    print(f"infomec {label}: point estimate {point:.2f} s; --ci {resamples} "
+          f"{total:.1f} s = {total / point:.0f} point estimates", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--resamples", type=int, default=100)
+    parser.add_argument("--code-resamples", type=int, default=20,
+                        help="for the code latents, whose 40-class fits run 500 iterations")
+    parser.add_argument("--ab-resamples", type=int, default=10)
+    parser.add_argument("--dci-resamples", type=int, default=20)
+    parser.add_argument("--skip-dci", action="store_true")
+    parser.add_argument("--sklearn", action="store_true",
+                        help="also time one scikit-learn reference computation of each")
+    args = parser.parse_args()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    warnings.simplefilter("ignore")
+
+    latents, factors = mpi3d_like(1000, seed=0)
+    bench_infomec(latents, factors, "continuous, 1000 rows", args.resamples, args.ab_resamples)
+    latents, factors = mpi3d_like(10000, seed=0)
+    bench_infomec(latents, factors, "continuous", args.resamples, args.ab_resamples)
+    codes = np.clip(np.round(latents * 4), -8, 8).astype(np.int64)
+    bench_infomec(codes, factors, "codes", args.code_resamples, min(args.ab_resamples, 4))
+    if args.sklearn:
+        from bench_infomec import reference_infomec
+
+        t, _ = timed(lambda: reference_infomec(latents.astype(np.float64), factors))
+        print(f"infomec scikit-learn reference: {t:.1f} s per computation; "
+              f"{args.resamples} replicates the reference way ~{t * args.resamples:.0f} s",
+              flush=True)
+
+    if args.skip_dci:
+        return
+    latents, factors = mpi3d_like(15000, seed=0)
+    inputs = check_inputs(latents, factors, discrete=False, device="cpu")
+    spec = METRICS["dci"]
+    point, result = timed(lambda: run_metric(spec, inputs, SHARED))
+    total, found = timed(lambda: intervals_from_inputs(inputs, ["dci"], SHARED,
+                                                       results={"dci": result},
+                                                       n_resamples=args.dci_resamples))
+    print(f"dci (10000 train + 5000 test): point estimate {point:.1f} s; "
+          f"--ci {args.dci_resamples} adds {total:.0f} s = {total / point:.1f} point "
+          "estimates (separate refits)")
+    for name, iv in found["dci"].intervals.items():
+        print(f"  {name:22s} {iv.estimate:.4f} [{iv.low:.4f}, {iv.high:.4f}]", flush=True)
+    if args.sklearn:
+        from sklearn.ensemble import GradientBoostingClassifier
+
+        x = inputs.raw_latents.numpy()[:10000]
+        y = inputs.factors.numpy()[:10000]
+        t, _ = timed(lambda: [GradientBoostingClassifier(random_state=0).fit(x, y[:, j])
+                              for j in range(y.shape[1])])
+        print(f"dci scikit-learn reference (one process, factors one after another): "
+              f"{t:.0f} s per fit; {args.dci_resamples} replicates ~{t * args.dci_resamples:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
