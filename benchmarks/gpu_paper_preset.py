@@ -30,13 +30,13 @@ COLUMNS = ("D", "I", "C", "InfoM", "InfoE", "InfoC", "MSE")
 
 
 def _spec(model: str, dataset: str, steps: int, *, tiny: bool, seed: int):
-    from reference_models.presets import get_preset
+    from reference_models.presets import PAPER_WEIGHTS, get_preset
     from reference_models.training.loop import RunSpec
 
     model_config, train_config = get_preset(model, "shapes3d", "paper", steps=steps)
-    if tiny:
+    if tiny:  # the smoke network with the paper's weights
         smoke_model, smoke_train = get_preset(model, "toyshapes", "smoke")
-        model_config = smoke_model
+        model_config = dataclasses.replace(smoke_model, **PAPER_WEIGHTS[(model, "shapes3d")])
         train_config = dataclasses.replace(
             train_config, batch_size=smoke_train.batch_size,
             metric_train_samples=smoke_train.metric_train_samples,
