@@ -6,7 +6,9 @@ import pytest
 
 from reference_models.config import ModelConfig, TrainConfig, with_overrides
 from reference_models.models.registry import list_models
-from reference_models.presets import FACTOR_COUNTS, PAPER_DATASETS, get_preset, list_presets
+from reference_models.presets import (
+    CPU_SWEEP_FACTOR, FACTOR_COUNTS, PAPER_DATASETS, get_preset, list_presets,
+)
 
 # The paper's Table 3, as the issue transcribes it: (model, dataset) -> fields.
 TABLE_3 = {
@@ -74,8 +76,9 @@ def test_vq_ablation_takes_the_weights_of_the_scalar_model():
 def test_cpu_preset_on_procedural_datasets_uses_shapes3d_weights(dataset, latent_dim):
     model_config, train_config = get_preset("factorqvae", dataset, "cpu")
     assert model_config.latent_dim == latent_dim and model_config.image_size == 32
-    scale = math.sqrt(82.5 / 0.3)  # the rule of docs/presets.md
-    assert (model_config.beta, model_config.gamma) == (1e-3 * scale, 1e-4 * scale)
+    scale = math.sqrt(82.5 / 0.3)  # the rule of docs/presets.md, corrected by the sweep
+    assert (model_config.beta, model_config.gamma) == (
+        1e-3 * scale * CPU_SWEEP_FACTOR["beta"], 1e-4 * scale * CPU_SWEEP_FACTOR["gamma"])
     assert train_config.steps < 10_000
 
 
@@ -103,14 +106,15 @@ def test_cpu_preset_on_a_paper_dataset_uses_its_row():
     model_config, _ = get_preset("factorqvae", "mpi3d", "cpu")
     scale = math.sqrt(82.5 / 0.3)
     assert (model_config.latent_dim, model_config.beta, model_config.gamma) == (
-        14, 5e-5 * scale, 1e-6 * scale)
+        14, 5e-5 * scale * CPU_SWEEP_FACTOR["beta"], 1e-6 * scale * CPU_SWEEP_FACTOR["gamma"])
 
 
 def test_unknown_dataset_needs_the_factor_count():
     with pytest.raises(ValueError, match="pass n_factors"):
         get_preset("qvae", "mnist", "cpu")
     model_config, _ = get_preset("qvae", "mnist", "cpu", n_factors=3)
-    assert model_config.latent_dim == 6 and model_config.beta == 1e-3 * math.sqrt(82.5 / 0.3)
+    assert model_config.latent_dim == 6
+    assert model_config.beta == 1e-3 * math.sqrt(82.5 / 0.3) * CPU_SWEEP_FACTOR["beta"]
 
 
 def test_preset_errors_list_the_valid_choices():
