@@ -18,9 +18,9 @@ Presets
     A small network on 32x32 images that trains in minutes on two CPU cores, 3000
     iterations of batch 32 for every model, the cosine over the whole run and tau reaching
     exp(-1) at the end (the schedule shape of the authors' Factor models), QLAE's start
-    and the evaluation of ``"paper"``. Loss weights: the dataset's Table 3 row (Shapes3D's for any
-    other dataset: the simplest of the three and the closest to a synthetic scene of a few
-    objects), with the regulariser weights (beta, gamma) multiplied by
+    and the evaluation of ``"paper"``. Loss weights: the dataset's Table 3 row (Shapes3D's
+    for any other dataset: the simplest of the three and the closest to a synthetic scene
+    of a few objects), with the regulariser weights (beta, gamma) multiplied by
     :data:`CPU_WEIGHT_SCALE` and by the sweep's correction :data:`CPU_SWEEP_FACTOR`
     (``docs/presets.md``).
 ``"smoke"``
@@ -88,7 +88,9 @@ PAPER_WEIGHTS: dict[tuple[str, str], dict[str, Any]] = {
 # Shapes3D (0.3), so that the regularisers pull against the reconstruction gradient as hard as
 # at the paper's scale.
 CPU_WEIGHT_SCALE: float = math.sqrt(82.5 / 0.3)
-# The sweep's correction of the rule, per weight, for every model that has it (1: the rule).
+# The sweep's correction of the rule, per weight, for every model that has it (1: the rule):
+# at the rule's beta the KL term keeps a 3000-iteration run on its early plateau of blurred
+# colours, where the reconstruction gradient through the codes is still weak.
 CPU_SWEEP_FACTOR: dict[str, float] = {"beta": 1 / 3, "gamma": 1.0}
 
 # Architecture and training per preset; the model- and dataset-specific fields come on top.
