@@ -45,6 +45,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from reference_models.data.registry import dataset_names, list_datasets
+from reference_models.models.registry import list_model_infos
+from reference_models.training.table import collect_metrics
+
 MODELS = ("ae", "betavae", "factorvae", "bioae", "qlae", "dvae", "qvae", "factordvae",
           "factorqvae")
 METRICS = ("D", "I", "C", "InfoM", "InfoE", "InfoC", "MSE")
@@ -224,8 +228,6 @@ def end_of_training(run_dir: Path) -> dict[str, float]:
 
 def collect_runs(run_dirs) -> pd.DataFrame:
     """One row per run: dataset, model, seed, the Table 1 columns and the end of training."""
-    from reference_models.training.table import collect_metrics
-
     runs = collect_metrics(run_dirs)
     diagnostics = pd.DataFrame([end_of_training(Path(p).parent) for p in runs["path"]])
     return pd.concat([runs, diagnostics], axis=1)
@@ -245,6 +247,16 @@ def _cell(mean: float, half: float, decimals: int, pm: str) -> str:
     return text
 
 
+def _display_name(model: str) -> str:
+    """The registry's name of ``model``; a name no registry knows, as Python writes it."""
+    names = {info.name: info.display_name for info in list_model_infos()}
+    return names.get(model, ascii(model))
+
+
+def _dataset_name(dataset: str) -> str:
+    return dataset if dataset in dataset_names() else ascii(dataset)
+
+
 def _signed(mean: float, half: float) -> str:
     text = f"{round(mean, 2) + 0.0:+.2f}"
     return text if math.isnan(half) else f"{text} ± {half:.2f}"
@@ -253,8 +265,6 @@ def _signed(mean: float, half: float) -> str:
 def summarise_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, model), in the paper's order: ``n`` and, for every column, its mean and
     the half-width of its 95% t-interval over seeds (``<column>_mean``, ``<column>_ci95``)."""
-    from reference_models.training.table import DATASET_ORDER, MODEL_ORDER
-
     rows = []
     for (dataset, model), group in runs.groupby(["dataset", "model"], sort=False):
         row = {"dataset": dataset, "model": model, "n": len(group)}
@@ -262,18 +272,17 @@ def summarise_runs(runs: pd.DataFrame) -> pd.DataFrame:
             row[f"{column}_mean"], row[f"{column}_ci95"], _ = interval(group[column])
         rows.append(row)
     summary = pd.DataFrame(rows)
-    rank = {m: i for i, m in enumerate(MODEL_ORDER)}
-    dataset_rank = {d: i for i, d in enumerate(DATASET_ORDER)}
-    summary["_d"] = summary["dataset"].map(lambda d: dataset_rank.get(d, len(DATASET_ORDER)))
-    summary["_m"] = summary["model"].map(lambda m: rank.get(m, len(MODEL_ORDER)))
+    model_rank = {info.name: rank for rank, info in enumerate(list_model_infos())}
+    dataset_rank = {info.name: info.paper_position for info in list_datasets()
+                    if info.paper_position is not None}
+    summary["_d"] = summary["dataset"].map(lambda d: dataset_rank.get(d, len(dataset_rank)))
+    summary["_m"] = summary["model"].map(lambda m: model_rank.get(m, len(model_rank)))
     summary = summary.sort_values(["_d", "dataset", "_m", "model"], kind="stable")
     return summary.drop(columns=["_d", "_m"]).reset_index(drop=True)
 
 
 def format_results(runs: pd.DataFrame, fmt: str = "markdown") -> str:
     """The table as markdown, csv (means and half-widths as numbers) or a latex tabular."""
-    from reference_models.training.table import DISPLAY_NAMES
-
     summary = summarise_runs(runs)
     if fmt == "csv":
         return summary.to_csv(index=False, float_format="%.6g")
@@ -282,11 +291,11 @@ def format_results(runs: pd.DataFrame, fmt: str = "markdown") -> str:
     for dataset, group in summary.groupby("dataset", sort=False):
         body = []
         for _, row in group.iterrows():
-            cells = [DISPLAY_NAMES.get(row["model"], row["model"])]
+            cells = [_display_name(row["model"])]
             cells += [_cell(row[f"{c}_mean"], row[f"{c}_ci95"],
                             1 if c in ("MSE", "perplexity") else 2, pm) for c in _COLUMNS]
             body.append(cells + [str(int(row["n"]))])
-        blocks.append((dataset, body))
+        blocks.append((_dataset_name(dataset), body))
     if fmt == "markdown":
         lines = []
         for dataset, body in blocks:
@@ -344,8 +353,6 @@ def verdict(difference: float, half: float, n: int) -> str:
 
 def format_claims(runs: pd.DataFrame, preset: str) -> str:
     """The section "what the CPU runs support" (markdown)."""
-    from reference_models.training.table import DISPLAY_NAMES
-
     title = "CPU" if preset == "cpu" else f"{preset}-preset"
     lines = [f"### What the {title} runs support", "",
              "The paper claims that the first model of each pair disentangles better than the "
@@ -359,10 +366,9 @@ def format_claims(runs: pd.DataFrame, preset: str) -> str:
     lines += ["| dataset | claim | metric | difference | seeds | paper | runs |",
               "|---|---|---|---:|---|---:|---|"]
     for _, row in differences.iterrows():
-        name = (f"{DISPLAY_NAMES.get(row['first'], row['first'])} > "
-                f"{DISPLAY_NAMES.get(row['second'], row['second'])}")
+        name = f"{_display_name(row['first'])} > {_display_name(row['second'])}"
         lines.append(
-            f"| {row['dataset']} | {name} | {row['metric']} | "
+            f"| {_dataset_name(row['dataset'])} | {name} | {row['metric']} | "
             f"{_signed(row['difference'], row['ci95'])} | "
             f"{','.join(str(s) for s in row['seeds'])} | {row['paper']:+.2f} | "
             f"{verdict(row['difference'], row['ci95'], row['n'])} |")
