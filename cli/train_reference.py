@@ -66,7 +66,10 @@ def _parse_sets(_ctx, _param, values: tuple[str, ...]) -> dict[str, str]:
               help="Configuration preset [default: paper for shapes3d/isaac3d/mpi3d, "
                    "else cpu].")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Training iterations [default: the preset's].")
+              help="Training iterations [default: the preset's], with the preset's "
+                   "schedules stretched to them: the cosine period and the temperature "
+                   "rate keep their fraction of the run (--set steps=N changes the "
+                   "iterations alone).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Batch size [default: the preset's]. Under torchrun the global batch, "
                    "split evenly across the processes (a multiple of their number).")

@@ -19,6 +19,9 @@ from typing import Any, Literal, Mapping, TypeVar
 Distance = Literal["squared", "absolute"]
 DISTANCES: tuple[str, ...] = typing.get_args(Distance)
 WeightInit = Literal["paper", "pytorch"]
+QLAEInit = Literal["linspace", "linspace_half", "normal"]
+EvaluateOn = Literal["mean", "sample"]
+CosineAfter = Literal["hold", "periodic"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,17 @@ class ModelConfig:
         Initialisation of the conv and linear weights: "paper" draws them from
         N(0, 0.02) with zero biases (the authors' code); "pytorch" keeps PyTorch's layer
         defaults (Kaiming-uniform), which leave the early blurred-colour plateau of a
-        short run several times faster (the cpu preset's choice, see presets).
+        short run several times faster.
+    qlae_init : {"linspace", "linspace_half", "normal"}, default "linspace"
+        Start of QLAE's per-latent values: evenly spaced in [-1, 1] (sorted, so code index
+        order follows value order), in [-0.5, 0.5] (the QLAE authors' code), or drawn from
+        N(0, 1) unsorted (the FactorQVAE authors' code, which produced the paper's
+        Table 1). Other models ignore it.
+    evaluate_on : {"mean", "sample"}, default "mean"
+        What betavae and factorvae hand to the metrics and the decoder in evaluation: the
+        posterior mean (disentanglement_lib's convention) or a reparameterised sample
+        (the FactorQVAE authors' evaluation, which produced Table 1). Other models
+        ignore it.
     """
 
     image_size: int = 64
@@ -99,6 +112,8 @@ class ModelConfig:
     discriminator_width: int = 1000
     discriminator_depth: int = 6
     weight_init: WeightInit = "paper"
+    qlae_init: QLAEInit = "linspace"
+    evaluate_on: EvaluateOn = "mean"
 
     def __post_init__(self) -> None:
         _check_fields(self)
@@ -133,6 +148,10 @@ class TrainConfig:
         Learning rate at the end of the cosine and afterwards.
     cosine_steps : int, default 50_000
         Iterations over which the learning rate is annealed.
+    cosine_after : {"hold", "periodic"}, default "hold"
+        Learning rate after ``cosine_steps``: kept at ``lr_min`` (the paper's text), or
+        following the cosine on, back up to ``lr`` at ``2 * cosine_steps``, as torch's
+        ``CosineAnnealingLR`` does when stepped past its period (the authors' code).
     tau_rate : float, default 1e-5
         Gumbel-softmax temperature ``tau = exp(-tau_rate * t)``.
     tau_min : float, default 0.0
@@ -162,6 +181,7 @@ class TrainConfig:
     lr: float = 1e-3
     lr_min: float = 1.25e-6
     cosine_steps: int = 50_000
+    cosine_after: CosineAfter = "hold"
     tau_rate: float = 1e-5
     tau_min: float = 0.0
     discriminator_lr: float = 1e-3

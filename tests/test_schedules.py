@@ -61,3 +61,31 @@ def test_schedules_reject_negative_steps():
         cosine_lr(-1)
     with pytest.raises(ValueError, match="step must be non-negative"):
         temperature(-1)
+
+
+def test_periodic_cosine_follows_torch_past_its_period():
+    # The authors' baselines step CosineAnnealingLR(T_max=50k) for 100k steps: the rate
+    # climbs back to its start at 2 * T_max.
+    param = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([param], lr=1e-3)
+    torch_sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=40, eta_min=1.25e-6)
+    for step in range(130):
+        expected = opt.param_groups[0]["lr"]
+        assert cosine_lr(step, cosine_steps=40, after="periodic") == pytest.approx(
+            expected, rel=1e-9, abs=1e-15), step
+        opt.step()
+        torch_sched.step()
+    assert cosine_lr(80, cosine_steps=40, after="periodic") == pytest.approx(1e-3)
+    assert cosine_lr(80, cosine_steps=40) == 1.25e-6
+
+
+def test_hold_and_periodic_agree_during_the_anneal():
+    assert all(cosine_lr(t, cosine_steps=50) == cosine_lr(t, cosine_steps=50, after="periodic")
+               for t in range(51))
+
+
+def test_cosine_after_must_be_known():
+    with pytest.raises(ValueError, match="after must be 'hold' or 'periodic': got 'restart'"):
+        cosine_lr(0, after="restart")
+    with pytest.raises(ValueError, match="after must be"):
+        cosine_lr_factor(after="restart")

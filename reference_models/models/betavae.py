@@ -23,7 +23,9 @@ class BetaVAE(ReferenceModel):
     ``loss = recon + beta * kl`` with ``kl`` the KL divergence of N(mean, var) to N(0, I),
     summed over latents and averaged over the batch (as the authors compute it). In
     evaluation mode the decoder reads the mean. ``encode`` returns the posterior mean, or
-    a reparameterised sample with ``sample=True``.
+    a reparameterised sample with ``sample=True``; without ``sample``, what
+    ``config.evaluate_on`` says ("mean", or "sample" as the authors' evaluation, which
+    draws with torch's global generator).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -53,8 +55,13 @@ class BetaVAE(ReferenceModel):
               ).sum(dim=1).mean()
         return recon + self.config.beta * kl, {"recon": recon, "kl": kl}
 
-    def encode(self, x: torch.Tensor, *, sample: bool = False) -> torch.Tensor:
-        """Posterior mean (B, d), or a reparameterised sample if ``sample``."""
+    def encode(self, x: torch.Tensor, *, sample: bool | None = None) -> torch.Tensor:
+        """Posterior mean (B, d), or a reparameterised sample if ``sample``.
+
+        ``sample=None`` follows ``config.evaluate_on``.
+        """
+        if sample is None:
+            sample = self.config.evaluate_on == "sample"
         mean, log_var = self.posterior(self._check_images(x))
         return self.reparameterize(mean, log_var) if sample else mean
 

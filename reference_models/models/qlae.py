@@ -18,6 +18,11 @@ class QLAE(ReferenceModel):
     (lambda 1e-2 each in the paper's Table 3, K = ``codebook_size`` = 16). The QLAE
     authors also use AdamW weight decay 0.1, the FactorQVAE code none: that is
     ``TrainConfig.weight_decay``. ``encode`` returns the int64 indices (B, d).
+
+    The values start as ``config.qlae_init`` says: ``"linspace"`` evenly spaced in
+    [-1, 1], ``"linspace_half"`` in [-0.5, 0.5], ``"normal"`` N(0, 1) draws in no order.
+    The metrics read code indices, and DCI's trees split on index order, so an ordered
+    start gives QLAE's codes an order that QVAE's global N(0, 1) codebook does not have.
     """
 
     is_quantized = True
@@ -26,6 +31,8 @@ class QLAE(ReferenceModel):
         super().__init__(config, encoder_features=config.latent_dim,
                          decoder_features=config.latent_dim)
         self.quantizer = ScalarLatentQuantizer(config.latent_dim, config.codebook_size)
+        with torch.no_grad():
+            self.quantizer.codebook.copy_(_initial_values(config))
 
     def _sample(self, x: torch.Tensor, tau: float):
         return self.quantizer(self.encoder(x))
@@ -54,3 +61,12 @@ class QLAE(ReferenceModel):
 
     def decode(self, representation: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.code_values(representation))
+
+
+def _initial_values(config: ModelConfig) -> torch.Tensor:
+    """QLAE's starting values (d, K) for ``config.qlae_init``."""
+    shape = (config.latent_dim, config.codebook_size)
+    if config.qlae_init == "normal":
+        return torch.randn(shape)
+    half_width = 1.0 if config.qlae_init == "linspace" else 0.5
+    return torch.linspace(-half_width, half_width, config.codebook_size).expand(shape)

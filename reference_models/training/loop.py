@@ -274,14 +274,15 @@ def train(run_dir: str | os.PathLike, spec: RunSpec | None, *, device: str = "au
     vae_opt = optimizer_class(model.vae_parameters(), lr=tcfg.lr, betas=tcfg.betas,
                               weight_decay=tcfg.weight_decay)
     vae_sched = torch.optim.lr_scheduler.LambdaLR(vae_opt, cosine_lr_factor(
-        lr=tcfg.lr, lr_min=tcfg.lr_min, cosine_steps=tcfg.cosine_steps))
+        lr=tcfg.lr, lr_min=tcfg.lr_min, cosine_steps=tcfg.cosine_steps, after=tcfg.cosine_after))
     disc_opt = disc_sched = None
     if model.has_discriminator:
         disc_opt = torch.optim.Adam(model.discriminator_parameters(), lr=tcfg.discriminator_lr,
                                     betas=tcfg.discriminator_betas)
         disc_min = tcfg.lr_min * tcfg.discriminator_lr / tcfg.lr
         disc_sched = torch.optim.lr_scheduler.LambdaLR(disc_opt, cosine_lr_factor(
-            lr=tcfg.discriminator_lr, lr_min=disc_min, cosine_steps=tcfg.cosine_steps))
+            lr=tcfg.discriminator_lr, lr_min=disc_min, cosine_steps=tcfg.cosine_steps,
+            after=tcfg.cosine_after))
 
     # -- resume: everything that changes during training comes back from the checkpoint --
     step = 0

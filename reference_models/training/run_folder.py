@@ -174,7 +174,10 @@ def build_spec(model: str, dataset: str, *, preset: str | None = None, data_dir=
         None: "paper" for the paper's datasets, else "cpu".
     data_dir : path-like, optional
         Folder of the published dataset files.
-    steps, batch_size, seed : int, optional
+    steps : int, optional
+        Train this many iterations, the preset's schedules stretched to them
+        (``get_preset(..., steps=)``); ``overrides={"steps": ...}`` sets the field alone.
+    batch_size, seed : int, optional
         Override the preset's values.
     overrides : dict of str to str, optional
         ``ModelConfig`` or ``TrainConfig`` fields to set (``--set key=value``), converted
@@ -193,7 +196,7 @@ def build_spec(model: str, dataset: str, *, preset: str | None = None, data_dir=
                          f"{', '.join(dataset_names())}")
     if preset is None:
         preset = "paper" if dataset in PAPER_DATASETS else "cpu"
-    model_config, train_config = get_preset(model, dataset, preset,
+    model_config, train_config = get_preset(model, dataset, preset, steps=steps,
                                             n_factors=get_dataset_info(dataset).n_factors)
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -202,7 +205,7 @@ def build_spec(model: str, dataset: str, *, preset: str | None = None, data_dir=
         raise ValueError(f"--set: unknown field(s) {', '.join(map(repr, unknown))}; valid: "
                          f"{', '.join(sorted(model_fields | train_fields))}")
     train_set = {k: v for k, v in overrides.items() if k in train_fields}
-    for key, value in (("steps", steps), ("batch_size", batch_size), ("seed", seed)):
+    for key, value in (("batch_size", batch_size), ("seed", seed)):
         if value is not None:
             train_set[key] = value
     model_config = with_overrides(model_config,

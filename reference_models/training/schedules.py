@@ -1,7 +1,9 @@
 """Learning-rate and temperature schedules of the paper's Appendix A.
 
 - learning rate: cosine annealing from ``lr`` (1e-3) to ``lr_min`` (1.25e-6) over the first
-  ``cosine_steps`` (50k) iterations, then constant;
+  ``cosine_steps`` (50k) iterations, then constant (the paper's text) or, with
+  ``after="periodic"``, on along the cosine as torch's ``CosineAnnealingLR`` goes when it is
+  stepped past its period (the authors' code for the models without a discriminator);
 - Gumbel-softmax temperature: ``tau = exp(-rate * t)`` with ``rate = 1e-5``.
 
 Both are plain functions of the iteration ``t`` (0-based: the value used by the update
@@ -14,7 +16,7 @@ from typing import Callable
 
 
 def cosine_lr(step: int, *, lr: float = 1e-3, lr_min: float = 1.25e-6,
-              cosine_steps: int = 50_000) -> float:
+              cosine_steps: int = 50_000, after: str = "hold") -> float:
     """Learning rate at iteration ``step``: a half cosine from ``lr`` to ``lr_min``, then flat.
 
     Parameters
@@ -27,6 +29,10 @@ def cosine_lr(step: int, *, lr: float = 1e-3, lr_min: float = 1.25e-6,
         Rate reached at ``cosine_steps`` and kept afterwards.
     cosine_steps : int, default 50_000
         Length of the annealing; 0 gives a constant ``lr_min``.
+    after : {"hold", "periodic"}, default "hold"
+        After ``cosine_steps``: stay at ``lr_min``, or follow the cosine on (period
+        ``2 * cosine_steps``, back at ``lr`` at ``2 * cosine_steps``), the closed form of
+        torch's ``CosineAnnealingLR(T_max=cosine_steps, eta_min=lr_min)`` at any step.
 
     Returns
     -------
@@ -36,18 +42,20 @@ def cosine_lr(step: int, *, lr: float = 1e-3, lr_min: float = 1.25e-6,
     --------
     >>> cosine_lr(0), cosine_lr(50_000), cosine_lr(100_000)
     (0.001, 1.25e-06, 1.25e-06)
+    >>> cosine_lr(100_000, after="periodic")
+    0.001
     """
     if step < 0:
         raise ValueError(f"step must be non-negative: got {step}")
-    if step >= cosine_steps:
+    if after not in ("hold", "periodic"):
+        raise ValueError(f"after must be 'hold' or 'periodic': got {after!r}")
+    if cosine_steps == 0 or (step >= cosine_steps and after == "hold"):
         return lr_min
-    # Same curve as torch's CosineAnnealingLR(T_max=cosine_steps, eta_min=lr_min), which the
-    # authors step once per iteration; it is clamped here instead of rising again after T_max.
     return lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * step / cosine_steps))
 
 
-def cosine_lr_factor(*, lr: float = 1e-3, lr_min: float = 1.25e-6,
-                     cosine_steps: int = 50_000) -> Callable[[int], float]:
+def cosine_lr_factor(*, lr: float = 1e-3, lr_min: float = 1.25e-6, cosine_steps: int = 50_000,
+                     after: str = "hold") -> Callable[[int], float]:
     """Multiplicative factor for ``torch.optim.lr_scheduler.LambdaLR``.
 
     The optimiser must be built with learning rate ``lr``; the scheduler then sets
@@ -61,9 +69,10 @@ def cosine_lr_factor(*, lr: float = 1e-3, lr_min: float = 1.25e-6,
     """
     if lr <= 0:
         raise ValueError(f"lr must be positive: got {lr}")
+    cosine_lr(0, lr=lr, lr_min=lr_min, cosine_steps=cosine_steps, after=after)  # check `after`
 
     def factor(step: int) -> float:
-        return cosine_lr(step, lr=lr, lr_min=lr_min, cosine_steps=cosine_steps) / lr
+        return cosine_lr(step, lr=lr, lr_min=lr_min, cosine_steps=cosine_steps, after=after) / lr
 
     return factor
 
