@@ -49,10 +49,9 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
+from disentangle_eval._intervals import mean_interval
 from reference_models.data.registry import dataset_names, list_datasets
 from reference_models.models.registry import list_model_infos
 from reference_models.training.table import collect_metrics
@@ -233,19 +232,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def interval(values) -> tuple[float, float, int]:
-    """Mean, half-width of the 95% t-interval and count of the finite ``values``.
-
-    The half-width is ``t_{0.975, n-1} * s / sqrt(n)`` with ``s`` the sample standard
-    deviation; NaN for fewer than two values.
-    """
-    finite = np.asarray([v for v in values if v is not None and math.isfinite(v)], float)
-    n = len(finite)
-    if n == 0:
+    """Mean, half-width of the 95% t-interval and count of the finite ``values``
+    (:func:`disentangle_eval._intervals.mean_interval`); NaN half-width below two values."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
         return math.nan, math.nan, 0
-    if n == 1:
-        return float(finite[0]), math.nan, 1
-    half = stats.t.ppf(0.975, n - 1) * finite.std(ddof=1) / math.sqrt(n)
-    return float(finite.mean()), float(half), n
+    estimate = mean_interval(finite)
+    return estimate.estimate, (estimate.high - estimate.low) / 2, len(finite)
 
 
 def end_of_training(run_dir: Path) -> dict[str, float]:
