@@ -327,31 +327,51 @@ def _format_tables(report: dict, results: dict, factor_names) -> str:
                 type=click.Path(exists=True))
 @click.option("--format", "fmt", default="markdown", show_default=True,
               type=click.Choice(["markdown", "csv", "latex"]), help="Output format.")
-def table(run_dirs, fmt):
+@click.option("--ci", is_flag=True,
+              help="Each cell as the mean and its 95% t-interval over seeds, "
+                   "'0.71 [0.69, 0.73]' (the mean alone for one seed), instead of "
+                   "mean +- std; csv gains <column>_low and <column>_high.")
+def table(run_dirs, fmt, ci):
     """Collect metrics.json of train-reference runs into the paper's Table 1 layout.
 
-    Columns D, I, C (DCI), InfoM, InfoE, InfoC and MSE x 1e4, grouped by dataset, with
-    mean +- std over runs of the same model and dataset (several seeds). RUN_DIR is a run
-    folder or its metrics.json.
+    Columns D, I, C (DCI), InfoM, InfoE, InfoC and MSE x 1e4, grouped by dataset, one row
+    per model and configuration with mean +- std over its seeds and the number of
+    distinct seeds. RUN_DIR is a run folder or its metrics.json; the config.json beside
+    it gives the configuration. Runs that differ in more than the seed are separate
+    rows labelled by what differs, e.g. 'FactorQVAE (gamma=1e-3)' (data_dir, device,
+    threads, command, log_every and checkpoint_every are not compared). A seed that
+    appears twice in a row counts once (the first run in path order) with a warning;
+    runs without a readable config.json are grouped by model and dataset alone, with a
+    warning.
 
     \b
     Examples:
       disentangle-eval table runs/*-toyshapes-*
-      disentangle-eval table runs/factorqvae-shapes3d-* --format latex
+      disentangle-eval table runs/factorqvae-shapes3d-* --ci --format latex
 
-    Exit codes: 0 success, 1 bad data (an unreadable metrics.json), 2 bad usage.
+    Exit codes: 0 success, 1 bad data (an unreadable metrics.json, or one that disagrees
+    with its config.json), 2 bad usage.
     """
+    import warnings
+
+    from disentangle_eval._validation import display_text
     from reference_models.training.table import (
         TableError, collect_metrics, format_table, summarise,
     )
 
-    try:
-        runs = collect_metrics(run_dirs)
-    except FileNotFoundError as exc:
-        raise click.UsageError(str(exc)) from None
-    except TableError as exc:
-        raise BadData(str(exc)) from None
-    click.echo(format_table(summarise(runs), fmt), nl=False)
+    with warnings.catch_warnings(record=True) as recorded:
+        warnings.simplefilter("always")
+        try:
+            runs = collect_metrics(run_dirs)
+        except FileNotFoundError as exc:
+            raise click.UsageError(str(exc)) from None
+        except TableError as exc:
+            raise BadData(str(exc)) from None
+        summary = summarise(runs)
+    for warning in recorded:
+        if not issubclass(warning.category, (DeprecationWarning, FutureWarning)):
+            click.echo(f"warning: {display_text(warning.message, _MAX_MESSAGE)}", err=True)
+    click.echo(format_table(summary, fmt, ci=ci), nl=False)
 
 
 main.add_command(make_compare_command(score))

@@ -1,35 +1,52 @@
-"""The results table: collecting metrics.json files, mean +- std over seeds, formats."""
+"""The results table: collecting run folders, grouping by configuration, mean +- std and
+t-intervals over seeds, formats."""
+import io
 import json
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from disentangle_eval._intervals import mean_interval
 from disentangle_eval.cli.main import main
+from disentangle_eval.io import write_json
+from reference_models.training.run_folder import CONFIG, build_spec
 from reference_models.training.table import (
-    COLUMNS, SUITE_COLUMNS, TableError, collect_metrics, format_table, summarise,
+    COLUMNS, NO_CONFIG, SUITE_COLUMNS, TableError, TableWarning, collect_metrics,
+    format_table, summarise,
 )
 
 
-def _write_run(root, model, dataset, seed, values, suite=None):
-    run = root / f"{model}-{dataset}-{seed}"
+def _write_run(root, model, dataset, seed, values, suite=None, *, config=False, name=None,
+               overrides=None, preset=None, data_dir=None, world_size=1):
+    """A finished run folder: metrics.json, and with ``config`` the config.json that
+    train-reference writes (spec, world size, environment, command)."""
+    run = root / (name or f"{model}-{dataset}-{seed}")
     run.mkdir()
     table = {**dict(zip(COLUMNS, values)), **dict(zip(SUITE_COLUMNS, suite or ()))}
     (run / "metrics.json").write_text(json.dumps(
         {"model": model, "dataset": dataset, "seed": seed, "table": table}))
+    if config:
+        spec = build_spec(model, dataset, preset=preset, seed=seed, overrides=overrides,
+                          data_dir=data_dir)
+        write_json(run / CONFIG, {
+            **spec.to_dict(), "world_size": world_size,
+            "batch_per_rank": spec.train_config.batch_size // world_size,
+            "environment": {"device": "cpu", "torch_threads": 2},
+            "command": ["disentangle-eval", "train-reference", model, dataset, "--out", str(run)]})
     return run
 
 
 @pytest.fixture
 def runs(tmp_path):
-    paths = [
-        _write_run(tmp_path, "factorqvae", "toyshapes", 1, [0.8, 0.9, 0.6, 0.7, 0.9, 0.5, 2.0]),
-        _write_run(tmp_path, "factorqvae", "toyshapes", 2, [0.6, 0.9, 0.4, 0.5, 0.7, 0.3, 4.0]),
-        _write_run(tmp_path, "ae", "toyshapes", 1, [0.5, 0.8, 0.4, 0.5, 0.99, 0.4, 0.3]),
-        _write_run(tmp_path, "qvae", "shapes3d", 1, [0.73, 0.94, 0.54, 0.69, 0.93, 0.38, 0.8]),
-    ]
+    values = {("factorqvae", "toyshapes", 1): [0.8, 0.9, 0.6, 0.7, 0.9, 0.5, 2.0],
+              ("factorqvae", "toyshapes", 2): [0.6, 0.9, 0.4, 0.5, 0.7, 0.3, 4.0],
+              ("ae", "toyshapes", 1): [0.5, 0.8, 0.4, 0.5, 0.99, 0.4, 0.3],
+              ("qvae", "shapes3d", 1): [0.73, 0.94, 0.54, 0.69, 0.93, 0.38, 0.8]}
+    paths = [_write_run(tmp_path, *key, value, config=True) for key, value in values.items()]
     return paths
 
 
@@ -38,6 +55,7 @@ def test_summary_mean_std_and_order(runs):
     # the paper's datasets first, then the others; models in the paper's order
     assert list(summary["dataset"]) == ["shapes3d", "toyshapes", "toyshapes"]
     assert list(summary["model"]) == ["qvae", "ae", "factorqvae"]
+    assert list(summary["config"]) == ["", "", ""]  # one configuration per model
     row = summary[summary["model"] == "factorqvae"].iloc[0]
     assert row["n"] == 2
     assert row["D_mean"] == pytest.approx(0.7)
@@ -61,8 +79,10 @@ def test_markdown(runs):
 
 def test_csv_and_latex(runs):
     summary = summarise(collect_metrics(runs))
-    frame = pd.read_csv(__import__("io").StringIO(format_table(summary, "csv")))
-    assert {"dataset", "model", "n", "D_mean", "D_std", "MSE_mean"} <= set(frame.columns)
+    frame = pd.read_csv(io.StringIO(format_table(summary, "csv")))
+    assert {"dataset", "model", "config", "n", "D_mean", "D_std", "MSE_mean"} <= set(
+        frame.columns)
+    assert not any(c.endswith(("_low", "_high")) for c in frame.columns)  # only with ci
     assert frame.loc[frame["model"] == "factorqvae", "InfoM_mean"].item() == pytest.approx(0.6)
     latex = format_table(summary, "latex")
     assert latex.startswith(r"\begin{tabular}") and latex.rstrip().endswith(r"\end{tabular}")
@@ -88,7 +108,7 @@ def test_table_command(tmp_path, runs):
     assert result.exit_code == 0, result.output
     assert "| FactorQVAE | 0.70 ± 0.14" in result.output
     result = runner.invoke(main, ["table", str(runs[0] / "metrics.json"), "--format", "csv"])
-    assert result.exit_code == 0 and result.output.startswith("dataset,model,n,")
+    assert result.exit_code == 0 and result.output.startswith("dataset,model,config,n,")
     result = runner.invoke(main, ["table", str(runs[0]), "--format", "latex"])
     assert result.exit_code == 0 and r"\begin{tabular}" in result.output
     # a folder without metrics.json: usage (2); an unreadable one: bad data (1), one line
@@ -144,7 +164,8 @@ def test_model_and_dataset_order_and_names_come_from_the_registries(tmp_path):
     _write_run(tmp_path, "mymodel", "toyshapes", 1, [0.5] * 7)
     for info in list_datasets():
         _write_run(tmp_path, "ae", info.name, 1, [0.5] * 7)
-    summary = summarise(collect_metrics(sorted(tmp_path.iterdir())))
+    with pytest.warns(TableWarning, match="without a readable config.json"):
+        summary = summarise(collect_metrics(sorted(tmp_path.iterdir())))
     toyshapes = summary[summary["dataset"] == "toyshapes"]
     assert list(toyshapes["model"]) == [info.name for info in paper_models] + ["mymodel"]
     assert list(summary["dataset"].drop_duplicates())[:4] == [
@@ -163,7 +184,8 @@ def test_names_from_files_are_escaped_in_every_format(tmp_path):
     (run / "metrics.json").write_text(json.dumps(
         {"model": HOSTILE, "dataset": "toy\rshapes\\_{x}^~%$#&", "seed": 1,
          "table": dict(zip(COLUMNS, [0.5] * 7))}))
-    summary = summarise(collect_metrics([run]))
+    with pytest.warns(TableWarning, match="1 run"):
+        summary = summarise(collect_metrics([run]))
     for fmt in ("markdown", "latex", "csv"):
         text = format_table(summary, fmt)
         assert not any(not c.isprintable() and c != "\n" for c in text), (fmt, text)
@@ -212,8 +234,9 @@ def test_malformed_metrics_json_is_one_error(tmp_path, content, message):
 
 
 def test_suite_columns_shown_when_runs_have_them(tmp_path):
-    old = _write_run(tmp_path, "qvae", "toyshapes", 1, [0.5] * 7)
-    new = _write_run(tmp_path, "qvae", "toyshapes", 2, [0.7] * 7, suite=[0.1, 0.2, 0.3, 0.4, 0.5])
+    old = _write_run(tmp_path, "qvae", "toyshapes", 1, [0.5] * 7, config=True)
+    new = _write_run(tmp_path, "qvae", "toyshapes", 2, [0.7] * 7, suite=[0.1, 0.2, 0.3, 0.4, 0.5],
+                     config=True)
     text = format_table(summarise(collect_metrics([old])), "markdown")
     assert "MIG" not in text and "IRS" not in text      # runs from before the suite
     text = format_table(summarise(collect_metrics([old, new])), "markdown")
