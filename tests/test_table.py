@@ -250,3 +250,211 @@ def test_suite_columns_shown_when_runs_have_them(tmp_path):
     assert r"MIG$\uparrow$" in latex
     rows = [l for l in latex.splitlines() if l.startswith(("model", "QVAE"))]
     assert [r.count("&") for r in rows] == [13, 13]   # 12 value columns + seeds
+
+
+def _rows(text, prefix):
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith(prefix)]
+
+
+def test_configurations_that_differ_are_separate_rows_labelled_by_what_differs(tmp_path):
+    # The issue's case: three FactorQVAE runs, all seed 1, with gamma 1e-4, 1e-3, 1e-2.
+    for d, gamma in zip([0.30, 0.10, 0.45], ["1e-2", "1e-4", "1e-3"]):
+        _write_run(tmp_path, "factorqvae", "toyshapes", 1, [d] * 7, config=True,
+                   name=f"gamma{gamma}", overrides={"gamma": gamma})
+    summary = summarise(collect_metrics(sorted(tmp_path.iterdir())))
+    assert list(summary["config"]) == ["gamma=1e-4", "gamma=1e-3", "gamma=1e-2"]
+    assert list(summary["n"]) == [1, 1, 1]
+    assert list(summary["D_mean"]) == pytest.approx([0.10, 0.45, 0.30])
+    assert summary["D_std"].isna().all()
+    rows = _rows(format_table(summary, "markdown"), "| FactorQVAE")
+    assert [(r[0], r[1], r[-1]) for r in rows] == [
+        ("FactorQVAE (gamma=1e-4)", "0.10", "1"), ("FactorQVAE (gamma=1e-3)", "0.45", "1"),
+        ("FactorQVAE (gamma=1e-2)", "0.30", "1")]
+    latex = format_table(summary, "latex")
+    assert r"FactorQVAE (gamma=1e-3) & 0.45 &" in latex
+    frame = pd.read_csv(io.StringIO(format_table(summary, "csv")))
+    assert list(frame["config"]) == ["gamma=1e-4", "gamma=1e-3", "gamma=1e-2"]
+
+
+def test_seeds_of_one_configuration_are_one_row(tmp_path):
+    # What does not change the result is not compared: data_dir, environment, command,
+    # log_every, checkpoint_every.
+    _write_run(tmp_path, "factorqvae", "toyshapes", 1, [0.8] * 7, config=True,
+               data_dir="/data/a", overrides={"log_every": "10"})
+    _write_run(tmp_path, "factorqvae", "toyshapes", 2, [0.6] * 7, config=True,
+               data_dir="/data/b", overrides={"checkpoint_every": "7"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning either
+        summary = summarise(collect_metrics(sorted(tmp_path.iterdir())))
+    assert len(summary) == 1 and summary.loc[0, "config"] == "" and summary.loc[0, "n"] == 2
+    assert summary.loc[0, "D_mean"] == pytest.approx(0.7)
+    [row] = _rows(format_table(summary, "markdown"), "| FactorQVAE")
+    assert row[0] == "FactorQVAE" and row[1] == "0.70 ± 0.14" and row[-1] == "2"
+
+
+def test_a_float_field_written_as_an_int_is_the_same_configuration(tmp_path):
+    a = _write_run(tmp_path, "factorqvae", "toyshapes", 1, [0.8] * 7, config=True,
+                   overrides={"gamma": "1"})
+    b = _write_run(tmp_path, "factorqvae", "toyshapes", 2, [0.6] * 7, config=True,
+                   overrides={"gamma": "1"})
+    config = json.loads((b / CONFIG).read_text())
+    config["model_config"]["gamma"] = 1  # as a preset written `gamma=1` would store it
+    (b / CONFIG).write_text(json.dumps(config))
+    summary = summarise(collect_metrics([a, b]))
+    assert list(summary["n"]) == [2]
+
+
+def test_presets_and_world_sizes_that_differ_label_their_rows(tmp_path):
+    _write_run(tmp_path, "factorqvae", "toyshapes", 1, [0.1] * 7, config=True, name="cpu")
+    _write_run(tmp_path, "factorqvae", "toyshapes", 1, [0.2] * 7, config=True, name="smoke",
+               preset="smoke", overrides={"gamma": "0.00125"})
+    _write_run(tmp_path, "factorqvae", "toyshapes", 1, [0.3] * 7, config=True, name="smoke2",
+               preset="smoke", overrides={"gamma": "0.5"})
+    _write_run(tmp_path, "factorqvae", "toyshapes", 1, [0.4] * 7, config=True, name="ws2",
+               world_size=2)
+    summary = summarise(collect_metrics(sorted(tmp_path.iterdir())))
+    # the preset where presets differ, then what differs within a preset (the presets'
+    # other differences, steps, widths, ..., are told by the preset)
+    assert list(summary["config"]) == [
+        "preset=cpu, world_size=1", "preset=cpu, world_size=2",
+        "preset=smoke, gamma=1.25e-3", "preset=smoke, gamma=0.5"]
+    assert list(summary["D_mean"]) == pytest.approx([0.1, 0.4, 0.2, 0.3])
+
+
+def test_a_repeated_seed_warns_and_counts_once(tmp_path):
+    first = _write_run(tmp_path, "factorqvae", "toyshapes", 1, [0.8] * 7, config=True, name="a")
+    again = _write_run(tmp_path, "factorqvae", "toyshapes", 1, [0.2] * 7, config=True, name="b")
+    other = _write_run(tmp_path, "factorqvae", "toyshapes", 2, [0.6] * 7, config=True, name="c")
+    runs = collect_metrics([other, again, first])
+    message = (rf"seed 1 appears 2 times in FactorQVAE on toyshapes: {first}/metrics.json, "
+               rf"{again}/metrics.json; counting {first}/metrics.json only \(first in path")
+    with pytest.warns(TableWarning, match=message):
+        summary = summarise(runs)
+    assert summary.loc[0, "n"] == 2
+    assert summary.loc[0, "D_mean"] == pytest.approx(0.7)   # seeds 1 (run a) and 2
+    result = CliRunner().invoke(main, ["table", str(other), str(again), str(first)])
+    assert result.exit_code == 0
+    assert "| FactorQVAE | 0.70 ± 0.14 |" in result.stdout
+    warning_lines = [l for l in result.stderr.splitlines() if l.startswith("warning:")]
+    assert len(warning_lines) == 1 and "seed 1 appears 2 times" in warning_lines[0]
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "csv", "latex"])
+def test_ci_cells_are_the_t_interval_of_the_seeds(tmp_path, fmt):
+    d_values = [0.61, 0.70, 0.74]
+    paths = [_write_run(tmp_path, "factorqvae", "toyshapes", seed, [d, 0.9, 0.5, 0.6, 0.8,
+                                                                   0.4, 2.0 + seed], config=True)
+             for seed, d in enumerate(d_values, start=1)]
+    paths.append(_write_run(tmp_path, "ae", "toyshapes", 1, [0.5] * 7, config=True))
+    summary = summarise(collect_metrics(paths))
+    d = mean_interval(d_values)
+    mse = mean_interval([3.0, 4.0, 5.0])
+    row = summary[summary["model"] == "factorqvae"].iloc[0]
+    assert (row["D_mean"], row["D_low"], row["D_high"]) == (d.estimate, d.low, d.high)
+    assert row["D_low"] < row["D_mean"] < row["D_high"]
+    one = summary[summary["model"] == "ae"].iloc[0]
+    assert np.isnan(one["D_low"]) and np.isnan(one["D_high"])
+    result = CliRunner().invoke(main, ["table", *map(str, paths), "--ci", "--format", fmt])
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    if fmt == "csv":
+        frame = pd.read_csv(io.StringIO(text))
+        fq = frame[frame["model"] == "factorqvae"].iloc[0]
+        assert fq["n"] == 3
+        assert (fq["D_low"], fq["D_high"]) == (pytest.approx(d.low, rel=1e-5),
+                                               pytest.approx(d.high, rel=1e-5))
+        assert frame.loc[frame["model"] == "ae", "D_low"].isna().all()
+        return
+    cell = f"{d.estimate:.2f} [{d.low:.2f}, {d.high:.2f}]"
+    mse_cell = f"{mse.estimate:.1f} [{mse.low:.1f}, {mse.high:.1f}]"
+    if fmt == "markdown":
+        [fq] = _rows(text, "| FactorQVAE")
+        assert fq[1] == cell and fq[7] == mse_cell and fq[-1] == "3"
+        [ae] = _rows(text, "| AE")
+        assert ae[1] == "0.50" and ae[-1] == "1"   # one seed: the mean alone
+        assert "**toyshapes** (mean [95% t-interval over seeds])" in text
+    else:
+        assert f"FactorQVAE & {cell} &" in text and f"& {mse_cell} & 3" in text
+        assert "AE & 0.50 & 0.50" in text
+    assert "±" not in text and "pm" not in text
+
+
+def test_runs_without_config_are_grouped_as_before_and_said_so(tmp_path):
+    old = _write_run(tmp_path, "factorqvae", "toyshapes", 1, [0.8] * 7, name="old1")
+    old2 = _write_run(tmp_path, "factorqvae", "toyshapes", 2, [0.6] * 7, name="old2")
+    new = _write_run(tmp_path, "factorqvae", "toyshapes", 3, [0.4] * 7, config=True)
+    broken = _write_run(tmp_path, "factorqvae", "toyshapes", 4, [0.2] * 7, name="broken")
+    (broken / CONFIG).write_text("{not json")
+    with pytest.warns(TableWarning) as recorded:
+        runs = collect_metrics([old / "metrics.json", old2, new, broken])
+    [message] = [str(w.message) for w in recorded]
+    assert message.startswith("3 run(s) without a readable config.json, grouped by dataset "
+                              f"and model alone: {old}/metrics.json (no config.json); ")
+    assert f"{broken}/metrics.json (config.json: " in message
+    summary = summarise(runs)
+    assert list(summary["config"]) == ["", NO_CONFIG]
+    assert list(summary["n"]) == [1, 3]
+    assert summary.loc[1, "D_mean"] == pytest.approx(np.mean([0.8, 0.6, 0.2]))
+    result = CliRunner().invoke(main, ["table", str(old), str(old2), str(new), str(broken)])
+    assert result.exit_code == 0
+    assert [r[0] for r in _rows(result.stdout, "| FactorQVAE")] == [
+        "FactorQVAE", "FactorQVAE (no config.json)"]
+    assert result.stderr.count("warning:") == 1 and "grouped by dataset and model alone" \
+        in result.stderr
+
+
+def test_metrics_that_disagree_with_their_config_are_bad_data(tmp_path):
+    run = _write_run(tmp_path, "factorqvae", "toyshapes", 1, [0.8] * 7, config=True)
+    config = json.loads((run / CONFIG).read_text())
+    config["train_config"]["seed"] = 5
+    (run / CONFIG).write_text(json.dumps(config))
+    with pytest.raises(TableError, match="disagrees with its config.json"):
+        collect_metrics([run])
+    result = CliRunner().invoke(main, ["table", str(run)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.startswith("error: ") and "disagrees" in result.stderr
+
+
+def test_labels_from_files_are_escaped_in_every_format(tmp_path):
+    for seed, preset in ((1, "cpu"), (2, HOSTILE)):
+        run = _write_run(tmp_path, "factorqvae", "toyshapes", seed, [0.5] * 7, config=True)
+        config = json.loads((run / CONFIG).read_text())
+        config["preset"] = preset
+        (run / CONFIG).write_text(json.dumps(config))
+    summary = summarise(collect_metrics(sorted(tmp_path.iterdir())))
+    assert HOSTILE in set(summary["config"].str.removeprefix("preset="))
+    for fmt in ("markdown", "latex", "csv"):
+        for ci in (False, True):
+            text = format_table(summary, fmt, ci=ci)
+            assert not any(not c.isprintable() and c != "\n" for c in text), (fmt, text)
+            assert len(text.splitlines()) == {"markdown": 6, "latex": 9, "csv": 3}[fmt], text
+    markdown = format_table(summary, "markdown")
+    assert r"| FactorQVAE (preset=\\x1b\[2J\\x1b\[31mevil\\nmodel\|x\*\_\<b\>\&\\x07) |" \
+        in markdown
+    assert r"FactorQVAE (preset=\textbackslash{}x1b[2J" in format_table(summary, "latex")
+
+
+@pytest.mark.parametrize("content", [
+    "{not json",
+    "[" * 100_000 + "]" * 100_000,
+    json.dumps({"model": "factorqvae", "dataset": "toyshapes"}),
+    "GAMMA_TOO_LARGE",
+    "WORLD_SIZE_ZERO",
+])
+def test_an_unreadable_config_is_no_config(tmp_path, content):
+    run = _write_run(tmp_path, "factorqvae", "toyshapes", 1, [0.8] * 7, config=True)
+    config = json.loads((run / CONFIG).read_text())
+    if content == "GAMMA_TOO_LARGE":
+        config["model_config"]["gamma"] = 10**400
+        content = json.dumps(config)
+    elif content == "WORLD_SIZE_ZERO":
+        content = json.dumps({**config, "world_size": 0})
+    (run / CONFIG).write_text(content)
+    with pytest.warns(TableWarning, match=r"1 run\(s\) without a readable config.json.*"
+                                          r"\(config.json: "):
+        runs = collect_metrics([run])
+    assert runs["config"].isna().all()
+    result = CliRunner().invoke(main, ["table", str(run)])
+    assert result.exit_code == 0 and "| FactorQVAE | 0.80 |" in result.stdout
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output

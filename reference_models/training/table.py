@@ -50,7 +50,6 @@ Examples
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -200,19 +199,18 @@ def _read_config(folder: Path) -> tuple[RunSpec | None, str]:
         spec = RunSpec.from_dict(data)
         world_size = data.get("world_size", 1)
         if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-            raise ValueError(f"world_size {world_size!r} is not a positive int")
-    except (KeyError, TypeError, ValueError, OSError) as exc:
+            raise ValueError(f"world_size {one_line(repr(world_size), 40)} is not a positive int")
+        settings: dict[str, Any] = {"world_size": world_size}
+        for key, value in spec.to_dict().items():
+            if isinstance(value, dict):
+                config = getattr(spec, key)
+                settings.update((f"{key}.{name}", _declared(config, name, field_value))
+                                for name, field_value in value.items())
+            else:
+                settings[key] = value
+    except (KeyError, TypeError, ValueError, OverflowError, OSError) as exc:
         detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
         return None, f"{CONFIG}: {one_line(detail, 120)}"
-    settings: dict[str, Any] = {}
-    for key, value in spec.to_dict().items():
-        if isinstance(value, dict):
-            config = getattr(spec, key)
-            settings.update((f"{key}.{name}", _declared(config, name, field_value))
-                            for name, field_value in value.items())
-        else:
-            settings[key] = value
-    settings["world_size"] = world_size
     compared = {k: v for k, v in settings.items() if k not in _NOT_COMPARED}
     return spec, json.dumps(compared, sort_keys=True)
 
@@ -231,11 +229,11 @@ def _declared(config, name: str, value):
 def _check_agrees(file: Path, row: dict[str, Any], spec: RunSpec) -> int:
     seed = spec.train_config.seed
     theirs = (spec.model, spec.dataset, seed)
-    if theirs != (row["model"], row["dataset"], seed if row["seed"] is None else row["seed"]):
+    ours = (row["model"], row["dataset"], seed if row["seed"] is None else row["seed"])
+    if theirs != ours:
         raise TableError(
-            f"{file}: disagrees with its {CONFIG} (model, dataset, seed "
-            f"{display_text((row['model'], row['dataset'], row['seed']), 120)} there, "
-            f"{display_text(theirs, 120)} in {CONFIG})")
+            f"{file}: disagrees with its {CONFIG} on model, dataset or seed "
+            f"({display_text(ours, 120)} against {display_text(theirs, 120)})")
     return seed
 
 
@@ -340,14 +338,15 @@ def _short_keys(settings: dict[str, Any]) -> dict[str, str]:
 
 
 def _setting_text(value) -> str:
-    """A setting as ``--set`` takes it: floats in their shortest exact form."""
+    """A setting as ``--set`` takes it; floats exact, below 0.1 or from 1e4 on in
+    scientific notation (``1e-4``, ``1e-3``, ``1e-2``, ``0.5``)."""
     if isinstance(value, list):
         return ",".join(_setting_text(v) for v in value)
     if isinstance(value, float):
-        fixed = np.format_float_positional(value, trim="-", unique=True)
-        scientific = np.format_float_scientific(value, trim="-", unique=True, exp_digits=1)
-        scientific = scientific.replace("e+", "e")
-        return scientific if len(scientific) < len(fixed) else fixed
+        if 0 < abs(value) < 0.1 or abs(value) >= 1e4:
+            text = np.format_float_scientific(value, trim="-", unique=True, exp_digits=1)
+            return text.replace("e+", "e")
+        return np.format_float_positional(value, trim="-", unique=True)
     return str(value)
 
 
@@ -364,7 +363,8 @@ def _one_run_per_seed(group: pd.DataFrame, dataset: str, model: str,
     repeated = seeds.notna() & seeds.duplicated(keep="first")
     for seed in pd.unique(seeds[repeated]):
         paths = list(group.loc[seeds == seed, "path"])
-        row = f"{model} ({label})" if label else model
+        name = _display_name(model)
+        row = f"{name} ({label})" if label else name
         warnings.warn(f"seed {seed} appears {len(paths)} times in {row} on {dataset}: "
                       f"{', '.join(paths)}; counting {paths[0]} only (first in path order)",
                       TableWarning, stacklevel=3)
