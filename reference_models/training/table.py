@@ -269,7 +269,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         configurations of a model by their differing values: columns ``dataset, model,
         config`` (the label of what differs from the model's other rows on that dataset,
         ``""`` when nothing does, :data:`NO_CONFIG` for runs without a configuration),
-        ``n`` (distinct seeds) and ``<col>_mean``, ``<col>_std``, ``<col>_low``,
+        ``n`` (distinct seeds; a run whose seed is unknown counts as one) and ``<col>_mean``, ``<col>_std``, ``<col>_low``,
         ``<col>_high`` for each of :data:`COLUMNS` and of the :data:`SUITE_COLUMNS` that
         any run has. The interval is :func:`~disentangle_eval._intervals.mean_interval`
         of the values; std and the interval are NaN for a single seed.
