@@ -110,16 +110,17 @@ def interval(estimate: float, replicates, scale: float, *, bias_correction: bool
                     std_error=std_error, bias=bias, p_value=min(1.0, p_value), n_resamples=n)
 
 
-def mean_interval(values) -> Interval:
+def mean_interval(values, *, bounds: tuple[float, float] = (-np.inf, np.inf)) -> Interval:
     """95% t-interval of the mean of independent values (e.g. one per training seed).
 
-    ``mean +- t * sd / sqrt(n)`` with Student's t at ``n - 1`` degrees of freedom; the
-    p-value is that of a zero mean (for per-seed paired differences). NaN values are
-    left out; with fewer than 2 values left the interval is undefined (NaN).
+    ``mean +- t * sd / sqrt(n)`` with Student's t at ``n - 1`` degrees of freedom, cut to
+    ``bounds`` (the range the values can take); the p-value is that of a zero mean (for
+    per-seed paired differences). NaN values are left out; with fewer than 2 values left
+    the interval is undefined (NaN).
     """
     values = np.asarray(values, dtype=np.float64).ravel()
     values = values[np.isfinite(values)]
     mean = float(values.mean()) if values.size else float("nan")
     # Pseudo-replicates whose spread is the standard error of the mean.
     return interval(mean, mean + (values - mean) / np.sqrt(max(values.size, 1)), 1.0,
-                    bias_correction=False)
+                    bias_correction=False, bounds=bounds)

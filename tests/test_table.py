@@ -380,6 +380,19 @@ def test_ci_cells_are_the_t_interval_of_the_seeds(tmp_path, fmt):
     assert "±" not in text and "pm" not in text
 
 
+def test_ci_is_cut_to_the_range_of_the_values(tmp_path):
+    d_values = [0.05, 0.6, 0.98]   # a t-interval from 3 seeds reaches past 0 and 1
+    paths = [_write_run(tmp_path, "qvae", "toyshapes", seed, [d, 0.9, 0.5, 0.6, 0.8, 0.4,
+                                                             1.0 + 300 * (seed == 3)],
+                        config=True)
+             for seed, d in enumerate(d_values, start=1)]
+    row = summarise(collect_metrics(paths)).iloc[0]
+    plain = mean_interval(d_values)
+    assert plain.low < 0 and plain.high > 1
+    assert (row["D_low"], row["D_high"]) == (0.0, 1.0)
+    assert row["MSE_low"] == 0.0 and row["MSE_high"] == mean_interval([1.0, 1.0, 301.0]).high
+
+
 def test_runs_without_config_are_grouped_as_before_and_said_so(tmp_path):
     old = _write_run(tmp_path, "factorqvae", "toyshapes", 1, [0.8] * 7, name="old1")
     old2 = _write_run(tmp_path, "factorqvae", "toyshapes", 2, [0.6] * 7, name="old2")

@@ -79,6 +79,9 @@ COLUMNS: tuple[str, ...] = ("D", "I", "C", "InfoM", "InfoE", "InfoC", "MSE")
 SUITE_COLUMNS: tuple[str, ...] = ("MIG", "SAP", "Modularity", "Explicitness", "IRS")
 _ALL_COLUMNS = COLUMNS + SUITE_COLUMNS
 _DECIMALS = {"MSE": 1}
+# Range each column's values can take: intervals over seeds are cut to it.
+_BOUNDS = {"MSE": (0.0, float("inf"))}
+_SCORE_BOUNDS = (0.0, 1.0)
 _HEADERS = {"D": ("D ↑", r"$\mathsf{D}\uparrow$"), "I": ("I ↑", r"$\mathsf{I}\uparrow$"),
             "C": ("C ↑", r"$\mathsf{C}\uparrow$"), "InfoM": ("InfoM ↑", r"InfoM$\uparrow$"),
             "InfoE": ("InfoE ↑", r"InfoE$\uparrow$"), "InfoC": ("InfoC ↑", r"InfoC$\uparrow$"),
@@ -291,7 +294,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
             row = {"dataset": dataset, "model": model, "config": label, "n": len(group)}
             for column in columns:
                 values = group[column].to_numpy(dtype=np.float64)
-                interval = mean_interval(values)
+                interval = mean_interval(values, bounds=_BOUNDS.get(column, _SCORE_BOUNDS))
                 row[f"{column}_mean"] = interval.estimate
                 row[f"{column}_std"] = group[column].std(ddof=1)
                 row[f"{column}_low"], row[f"{column}_high"] = interval.low, interval.high
