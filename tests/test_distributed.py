@@ -105,17 +105,18 @@ def test_rank_streams_are_seeded_and_distinct():
 # -- without torchrun nothing changes ------------------------------------------------------
 
 # sha256 (first 16 hex) of the parameters, the optimisers' states and log.csv of a
-# 6-step smoke run of each model, computed by the training loop before data-parallel
-# training was added (commit 7f5cfec, torch 2.13.0+cpu, one thread), and of a
-# full smoke run of FactorQVAE with its evaluation.
+# 6-step smoke run of each model, computed by the training loop without data-parallel
+# training (the presets' code, commit d023067, which stretches the schedules to the run's
+# steps; torch 2.13.0+cpu, one thread), and of a full smoke run of FactorQVAE with its
+# evaluation.
 BEFORE_DDP = {
-    "ae": "398465ac122c4c88", "betavae": "bae831e3cdbb195d", "bioae": "63676d4a6be8469a",
-    "dvae": "231962f774fb976f", "factordvae": "d2ead2552efbc761",
-    "factorqvae": "5ca53a11d31b8633", "factorvae": "f039f0e4c213edd9",
-    "factorvqvae": "80fa469b7dc9ffc5", "qlae": "e2726864fce3cd4d", "qvae": "570e6f9c05800d72",
-    "vqvae": "ef63a5b48a73e7a2",
+    "ae": "57f318c6b0b05c50", "betavae": "403eacf202b3d6c4", "bioae": "0523f1d70f05ce75",
+    "dvae": "98b127e55f85abc0", "factordvae": "0dd4282f3b9480b9",
+    "factorqvae": "fb6508f98209f4e8", "factorvae": "2a431f3957ce4be2",
+    "factorvqvae": "80ec116885477b66", "qlae": "67c181ba2034db67",
+    "qvae": "4aa1789e6f341bcd", "vqvae": "b34833dcdfa683de",
 }
-BEFORE_DDP_EVALUATED = {"digest": "2992e6acfd0256a5", "latents": "d645a2c353508e4d",
+BEFORE_DDP_EVALUATED = {"digest": "5b209ea63ba60187", "latents": "d645a2c353508e4d",
                         "MSE": 965.9785251216225, "I": 0.17708333333333334}
 RECORDED_WITH = "2.13.0+cpu"
 
