@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from ._gbt import FitTooLarge, fit_gbt_classifiers
 from ._logistic import fit_multinomial_logistic
-from ._validation import DataError, _factor_label, available_memory
+from ._device import available_memory
+from ._messages import DataError, factor_label
 
 __all__ = ["fit_gbt_torch", "fit_logistic_torch", "fit_sklearn", "check_predictor_memory"]
 
@@ -30,7 +31,7 @@ def _too_large(j: int, n_classes: int, n_train: int, needed: int, available: int
     else:
         advice = "fit fewer training rows (max_train_rows) or leave the factor out"
     return DataError(
-        f"factor {_factor_label(j, factor_names)} has {n_classes} distinct values in the "
+        f"factor {factor_label(j, factor_names)} has {n_classes} distinct values in the "
         f"{n_train} training rows: {what} need about {needed / 2 ** 30:.1f} GiB, "
         f"{available / 2 ** 30:.1f} GiB are available; {advice}")
 

@@ -24,8 +24,7 @@ from ._split import check_split_options
 from ._validation import ScoringInputs, check_inputs
 
 __all__ = ["ModularityExplicitnessResult", "modularity_explicitness",
-           "modularity_explicitness_from_inputs", "modularity_per_latent", "macro_roc_auc",
-           "reference_explicitness"]
+           "modularity_explicitness_from_inputs", "modularity_per_latent", "macro_roc_auc"]
 
 
 @dataclass(frozen=True)
@@ -339,33 +338,3 @@ def modularity_explicitness_from_inputs(
         train_fraction=train_fraction, seed=int(seed), n_train=rows.x_train.shape[0],
         n_test=rows.x_test.shape[0], device=str(device), notes=tuple(notes),
         warnings=rows.warnings)
-
-
-def reference_explicitness(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
-                           y_test: np.ndarray) -> np.ndarray:
-    """Explicitness per factor computed the plain way, one scikit-learn fit per factor.
-
-    The slow reference of :func:`modularity_explicitness` (tests and benchmarks compare
-    the two): latents standardised with the training mean and standard deviation
-    (constant ones set to 0), ``LogisticRegression()`` per factor, macro ROC-AUC of its
-    probabilities against the one-hot classes on the training and on the test rows.
-    Returns shape (n_factors, 2): columns (train, test).
-    """
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.preprocessing import MultiLabelBinarizer
-
-    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
-    scale = np.where(std > 0, std, 1.0)
-    z_train = np.where(std > 0, (x_train - mean) / scale, 0.0)
-    z_test = np.where(std > 0, (x_test - mean) / scale, 0.0)
-    out = np.zeros((y_train.shape[1], 2))
-    for j in range(y_train.shape[1]):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model = LogisticRegression().fit(z_train, y_train[:, j])
-        for column, (z, y) in enumerate(((z_train, y_train[:, j]), (z_test, y_test[:, j]))):
-            one_hot = MultiLabelBinarizer().fit_transform(y[:, None])
-            out[j, column] = roc_auc_score(one_hot, model.predict_proba(z))
-    return out
