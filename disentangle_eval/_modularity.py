@@ -20,6 +20,7 @@ from ._binned import check_n_bins, classification_split
 from ._logistic import fit_multinomial_logistic
 from ._mig import binned_mutual_information
 from ._results import MetricResult
+from ._scaling import ColumnStandardizer
 from ._split import check_split_options
 from ._validation import ScoringInputs, check_inputs
 
@@ -287,17 +288,14 @@ def modularity_explicitness_from_inputs(
     notes = list(notes)
 
     device = inputs.device
-    mean = rows.x_train.mean(dim=0)
-    std = rows.x_train.std(dim=0, unbiased=False)
-    constant = std == 0
+    standardizer = ColumnStandardizer.fit(rows.x_train)
+    constant = standardizer.constant
     if bool(constant.any()):
         notes.append(f"latent(s) {torch.nonzero(constant).flatten().tolist()} are constant "
                      "on the training rows: set to 0 after standardising (left out of the "
                      "explicitness fits; the reference divides by their zero standard "
                      "deviation and raises)")
-    scale = torch.where(constant, torch.ones_like(std), std)
-    z_train = torch.where(constant, 0.0, (rows.x_train - mean) / scale)
-    z_test = torch.where(constant, 0.0, (rows.x_test - mean) / scale)
+    z_train, z_test = standardizer.transform(rows.x_train), standardizer.transform(rows.x_test)
     codes_train, codes_test, n_classes = rows.codes_train, rows.codes_test, rows.n_classes
 
     explicitness = torch.full((inputs.n_factors, 2), torch.nan, dtype=torch.float64,
