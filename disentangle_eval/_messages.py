@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-__all__ = ["DataError", "display_text", "factor_label"]
+__all__ = ["DataError", "display_text", "factor_label", "factor_name"]
 
 # Longest text a name may show in a message or table (names are data, not prose).
 _MAX_DISPLAY = 80
@@ -38,3 +38,8 @@ def factor_label(i: int, factor_names: Sequence[str] | None) -> str:
     if factor_names is None:
         return f"column {i}"
     return f"'{display_text(factor_names[i])}' (column {i})"
+
+
+def factor_name(i: int, factor_names: Sequence[str] | None) -> str:
+    """How warnings name factor ``i`` in a list: ``factor 3``, or its name."""
+    return display_text(factor_names[i]) if factor_names is not None else f"factor {i}"

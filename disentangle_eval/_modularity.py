@@ -18,6 +18,7 @@ import torch
 
 from ._binned import check_n_bins, classification_split
 from ._logistic import fit_multinomial_logistic
+from ._messages import factor_name
 from ._mig import binned_mutual_information
 from ._results import MetricResult
 from ._scaling import ColumnStandardizer
@@ -315,7 +316,7 @@ def modularity_explicitness_from_inputs(
         for row, f in enumerate(group):
             n_scored = int(scored_test[row].sum())
             if n_scored < n_classes[f]:
-                name = factor_names[f] if factor_names is not None else f"factor {f}"
+                name = factor_name(f, factor_names)
                 notes.append(f"explicitness (test) of {name}: {n_classes[f] - n_scored} of "
                              f"its {n_classes[f]} training classes have no positive or no "
                              "negative test row and are left out of its macro ROC-AUC (the "

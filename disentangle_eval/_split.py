@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._messages import DataError, factor_label
+from ._messages import DataError, factor_label, factor_name
 
 __all__ = ["SPLITS", "check_split_options", "split_rows", "split_warnings",
            "require_two_classes"]
@@ -65,7 +65,7 @@ def split_warnings(y_train: np.ndarray, y_test: np.ndarray, split: str,
     for j in range(y_train.shape[1]):
         train_values = np.unique(y_train[:, j])
         test_values = np.unique(y_test[:, j])
-        name = factor_names[j] if factor_names is not None else f"factor {j}"
+        name = factor_name(j, factor_names)
         n_missing = np.setdiff1d(train_values, test_values).size
         n_unseen = np.setdiff1d(test_values, train_values).size
         if n_missing:
