@@ -1,13 +1,13 @@
 """Time MIG, SAP, Modularity/Explicitness and IRS against the scikit-learn/numpy reference.
 
 The reference side is disentanglement_lib's computation written plainly (the
-``reference_*`` functions beside each metric): ``np.histogram``/``np.digitize`` and one
-``mutual_info_score`` per (latent, factor) pair, one ``LinearSVC(C=0.01,
-class_weight="balanced")`` per pair, one ``LogisticRegression()`` per factor with
-``roc_auc_score``, and a mask, mean and ``np.quantile`` per factor bin. Both sides run on
-the same MPI3D-sized problem in this process, interleaved (ours, then the reference, each
-repeat), so the printed ratios are meaningful on a noisy shared machine. DCI (torch) is
-timed on the same problem for comparison.
+``reference_*`` functions of ``disentangle_eval._sklearn_references`` and ``_irs``):
+``np.histogram``/``np.digitize`` and one ``mutual_info_score`` per (latent, factor) pair,
+one ``LinearSVC(C=0.01, class_weight="balanced")`` per pair, one ``LogisticRegression()``
+per factor with ``roc_auc_score``, and a mask, mean and ``np.quantile`` per factor bin.
+Both sides run on the same MPI3D-sized problem in this process, interleaved (ours, then
+the reference, each repeat), so the printed ratios are meaningful on a noisy shared
+machine. DCI (torch) is timed on the same problem for comparison.
 
 Usage: python benchmarks/bench_suite.py [--n-samples 15000] [--train-fraction 0.6667]
        [--repeats 3] [--no-dci]
@@ -34,9 +34,9 @@ from _synthetic import mpi3d_like  # noqa: E402
 def reference_suite(latents, factors, n_train):
     """Each metric's headline value(s) by the plain reference, and its time in seconds."""
     from disentangle_eval._irs import reference_irs_matrix
-    from disentangle_eval._mig import reference_mig
-    from disentangle_eval._modularity import modularity_per_latent, reference_explicitness
-    from disentangle_eval._sap import reference_score_matrix
+    from disentangle_eval._modularity import modularity_per_latent
+    from disentangle_eval._sklearn_references import (reference_explicitness, reference_mig,
+                                                      reference_score_matrix)
 
     x_train, y_train = latents[:n_train], factors[:n_train]
     x_test, y_test = latents[n_train:], factors[n_train:]

@@ -17,7 +17,9 @@ from tqdm.auto import tqdm
 
 from ._gbt import FitTooLarge, fit_gbt_classifiers
 from ._logistic import fit_multinomial_logistic
-from ._validation import DataError, _factor_label, available_memory
+from ._device import available_memory
+from ._messages import DataError, factor_label
+from ._scaling import ColumnStandardizer
 
 __all__ = ["fit_gbt_torch", "fit_logistic_torch", "fit_sklearn", "check_predictor_memory"]
 
@@ -30,7 +32,7 @@ def _too_large(j: int, n_classes: int, n_train: int, needed: int, available: int
     else:
         advice = "fit fewer training rows (max_train_rows) or leave the factor out"
     return DataError(
-        f"factor {_factor_label(j, factor_names)} has {n_classes} distinct values in the "
+        f"factor {factor_label(j, factor_names)} has {n_classes} distinct values in the "
         f"{n_train} training rows: {what} need about {needed / 2 ** 30:.1f} GiB, "
         f"{available / 2 ** 30:.1f} GiB are available; {advice}")
 
@@ -53,13 +55,11 @@ def fit_gbt_torch(x_train, y_train, x_test, y_test, *, seed, progress, max_bins,
 
 
 def fit_logistic_torch(x_train, y_train, x_test, y_test, *, l2):
-    """Multinomial logistic regression on standardised latents; importance = absolute
-    weights summed over classes, normalised per factor."""
-    mean = x_train.mean(0)
-    std = x_train.std(0, unbiased=False)
-    std = torch.where(std > 0, std, torch.ones_like(std))
-    z_train = (x_train - mean) / std
-    z_test = (x_test - mean) / std
+    """Multinomial logistic regression on latents standardised with the training rows'
+    statistics (latents constant there are 0); importance = absolute weights summed over
+    classes, normalised per factor."""
+    standardizer = ColumnStandardizer.fit(x_train)
+    z_train, z_test = standardizer.transform(x_train), standardizer.transform(x_test)
     # Relabel every factor to the classes present in the training rows.
     codes, classes = [], []
     for j in range(y_train.shape[1]):

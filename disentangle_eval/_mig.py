@@ -20,8 +20,7 @@ from ._results import MetricResult
 from ._split import check_split_options, require_two_classes, split_rows
 from ._validation import ScoringInputs, check_inputs
 
-__all__ = ["MIGResult", "mig", "mig_from_inputs", "binned_mutual_information",
-           "reference_mig"]
+__all__ = ["MIGResult", "mig", "mig_from_inputs", "binned_mutual_information"]
 
 
 @dataclass(frozen=True)
@@ -179,22 +178,3 @@ def mig_from_inputs(inputs: ScoringInputs, *, n_bins: int = 20, split: str = "ra
                      factor_entropies=entropy_np, n_bins=n_bins, split=split,
                      train_fraction=train_fraction, seed=int(seed), n_train=len(train_rows),
                      device=str(inputs.device), notes=notes)
-
-
-def reference_mig(latents: np.ndarray, factors: np.ndarray, *,
-                  n_bins: int = 20) -> tuple[float, np.ndarray]:
-    """MIG and MI matrix computed the plain way, one scikit-learn call per pair.
-
-    The slow reference of :func:`mig` (tests and benchmarks compare the two):
-    disentanglement_lib's computation on the rows given (its training rows), with
-    ``np.histogram``/``np.digitize`` per latent and ``sklearn.metrics.mutual_info_score``
-    per (latent, factor) pair.
-    """
-    from sklearn.metrics import mutual_info_score
-
-    binned = np.stack([np.digitize(column, np.histogram(column, n_bins)[1][:-1])
-                       for column in np.asarray(latents, dtype=np.float64).T])
-    mi = np.array([[mutual_info_score(y, z) for y in factors.T] for z in binned])
-    entropy = np.array([mutual_info_score(y, y) for y in factors.T])
-    ordered = np.sort(mi, axis=0)
-    return float(np.mean((ordered[-1] - ordered[-2]) / entropy)), mi

@@ -18,14 +18,15 @@ import torch
 
 from ._binned import check_n_bins, classification_split
 from ._logistic import fit_multinomial_logistic
+from ._messages import factor_name
 from ._mig import binned_mutual_information
 from ._results import MetricResult
+from ._scaling import ColumnStandardizer
 from ._split import check_split_options
 from ._validation import ScoringInputs, check_inputs
 
 __all__ = ["ModularityExplicitnessResult", "modularity_explicitness",
-           "modularity_explicitness_from_inputs", "modularity_per_latent", "macro_roc_auc",
-           "reference_explicitness"]
+           "modularity_explicitness_from_inputs", "modularity_per_latent", "macro_roc_auc"]
 
 
 @dataclass(frozen=True)
@@ -288,17 +289,14 @@ def modularity_explicitness_from_inputs(
     notes = list(notes)
 
     device = inputs.device
-    mean = rows.x_train.mean(dim=0)
-    std = rows.x_train.std(dim=0, unbiased=False)
-    constant = std == 0
+    standardizer = ColumnStandardizer.fit(rows.x_train)
+    constant = standardizer.constant
     if bool(constant.any()):
         notes.append(f"latent(s) {torch.nonzero(constant).flatten().tolist()} are constant "
                      "on the training rows: set to 0 after standardising (left out of the "
                      "explicitness fits; the reference divides by their zero standard "
                      "deviation and raises)")
-    scale = torch.where(constant, torch.ones_like(std), std)
-    z_train = torch.where(constant, 0.0, (rows.x_train - mean) / scale)
-    z_test = torch.where(constant, 0.0, (rows.x_test - mean) / scale)
+    z_train, z_test = standardizer.transform(rows.x_train), standardizer.transform(rows.x_test)
     codes_train, codes_test, n_classes = rows.codes_train, rows.codes_test, rows.n_classes
 
     explicitness = torch.full((inputs.n_factors, 2), torch.nan, dtype=torch.float64,
@@ -318,7 +316,7 @@ def modularity_explicitness_from_inputs(
         for row, f in enumerate(group):
             n_scored = int(scored_test[row].sum())
             if n_scored < n_classes[f]:
-                name = factor_names[f] if factor_names is not None else f"factor {f}"
+                name = factor_name(f, factor_names)
                 notes.append(f"explicitness (test) of {name}: {n_classes[f] - n_scored} of "
                              f"its {n_classes[f]} training classes have no positive or no "
                              "negative test row and are left out of its macro ROC-AUC (the "
@@ -339,33 +337,3 @@ def modularity_explicitness_from_inputs(
         train_fraction=train_fraction, seed=int(seed), n_train=rows.x_train.shape[0],
         n_test=rows.x_test.shape[0], device=str(device), notes=tuple(notes),
         warnings=rows.warnings)
-
-
-def reference_explicitness(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
-                           y_test: np.ndarray) -> np.ndarray:
-    """Explicitness per factor computed the plain way, one scikit-learn fit per factor.
-
-    The slow reference of :func:`modularity_explicitness` (tests and benchmarks compare
-    the two): latents standardised with the training mean and standard deviation
-    (constant ones set to 0), ``LogisticRegression()`` per factor, macro ROC-AUC of its
-    probabilities against the one-hot classes on the training and on the test rows.
-    Returns shape (n_factors, 2): columns (train, test).
-    """
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.preprocessing import MultiLabelBinarizer
-
-    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
-    scale = np.where(std > 0, std, 1.0)
-    z_train = np.where(std > 0, (x_train - mean) / scale, 0.0)
-    z_test = np.where(std > 0, (x_test - mean) / scale, 0.0)
-    out = np.zeros((y_train.shape[1], 2))
-    for j in range(y_train.shape[1]):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model = LogisticRegression().fit(z_train, y_train[:, j])
-        for column, (z, y) in enumerate(((z_train, y_train[:, j]), (z_test, y_test[:, j]))):
-            one_hot = MultiLabelBinarizer().fit_transform(y[:, None])
-            out[j, column] = roc_auc_score(one_hot, model.predict_proba(z))
-    return out

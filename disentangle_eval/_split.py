@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._validation import DataError
+from ._messages import DataError, factor_label, factor_name
 
 __all__ = ["SPLITS", "check_split_options", "split_rows", "split_warnings",
            "require_two_classes"]
@@ -46,17 +46,13 @@ def split_rows(n_samples: int, split: str, train_fraction: float,
     return order[:n_train], order[n_train:]
 
 
-def _factor_label(j: int, factor_names: Sequence[str] | None) -> str:
-    return f"'{factor_names[j]}' (column {j})" if factor_names is not None else f"column {j}"
-
-
 def require_two_classes(y_train: np.ndarray, split: str,
                         factor_names: Sequence[str] | None = None) -> None:
     """Refuse a factor that takes a single value in the training rows (no fit possible)."""
     for j in range(y_train.shape[1]):
         if np.unique(y_train[:, j]).size < 2:
             raise DataError(
-                f"factor {_factor_label(j, factor_names)} takes a single value in the "
+                f"factor {factor_label(j, factor_names)} takes a single value in the "
                 f"{len(y_train)} training rows (split={split!r}); no classifier can be "
                 "fitted. Data stored in factor order needs split='random'")
 
@@ -69,7 +65,7 @@ def split_warnings(y_train: np.ndarray, y_test: np.ndarray, split: str,
     for j in range(y_train.shape[1]):
         train_values = np.unique(y_train[:, j])
         test_values = np.unique(y_test[:, j])
-        name = factor_names[j] if factor_names is not None else f"factor {j}"
+        name = factor_name(j, factor_names)
         n_missing = np.setdiff1d(train_values, test_values).size
         n_unseen = np.setdiff1d(test_values, train_values).size
         if n_missing:

@@ -1,19 +1,21 @@
 """Input checking for every metric, done once at the boundary.
 
 All user-facing checks raise :class:`DataError` (a ``ValueError``) or ``TypeError`` with a
-message that names the argument and what was received. :func:`require_memory` is the
-shared "will this allocation fit" check: a metric estimates what a request needs before
-allocating it and refuses, with one line, what cannot fit.
+message that names the argument and what was received. The error type and the display of
+names live in :mod:`~disentangle_eval._messages`, the device and memory checks in
+:mod:`~disentangle_eval._device`; both are re-exported here, where the metrics and the
+command line import them from.
 """
 from __future__ import annotations
 
-import os
-import resource
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
+
+from ._device import available_memory, require_memory, resolve_device
+from ._messages import DataError, display_text, factor_label
 
 __all__ = ["DataError", "ScoringInputs", "available_memory", "check_factor_names",
            "check_factors", "check_inputs", "check_latents", "display_text",
@@ -23,12 +25,6 @@ __all__ = ["DataError", "ScoringInputs", "available_memory", "check_factor_names
 # variation but a continuous variable or an id column (and would size every per-class
 # table of the metrics by the number of samples).
 MAX_DISTINCT_SHARE = 0.5
-# Longest text a name may show in a message or table (names are data, not prose).
-_MAX_DISPLAY = 80
-
-
-class DataError(ValueError):
-    """The data handed to a metric cannot be scored (exit code 1 on the command line)."""
 
 
 @dataclass(frozen=True)
@@ -71,125 +67,6 @@ class ScoringInputs:
     @property
     def device(self) -> torch.device:
         return self.latents.device
-
-
-# --------------------------------------------------------------------------------------
-# Text that came with the data, and memory
-# --------------------------------------------------------------------------------------
-
-def display_text(text, max_length: int = _MAX_DISPLAY) -> str:
-    """``text`` safe to show on a terminal: one line, no control or escape sequences.
-
-    Every non-printable character (newlines, ESC, bidirectional overrides, ...) is shown
-    as its Python escape (``\\x1b``, ``\\n``); text longer than ``max_length`` is cut
-    with an ellipsis. Printable text, accents included, is unchanged.
-    """
-    text = str(text)
-    if len(text) > max_length:
-        text = text[:max_length] + "..."
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def _format_bytes(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def _proc_kib(path: str, key: str) -> int | None:
-    try:
-        with open(path) as handle:
-            for line in handle:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def available_memory(device: str | torch.device | None = None) -> int:
-    """Bytes this process can still allocate, as far as the system says.
-
-    On CPU: the smaller of the memory the kernel reports available (``MemAvailable`` of
-    ``/proc/meminfo``, else free physical pages) and the room left under this process's
-    address-space and data limits (``RLIMIT_AS``, ``RLIMIT_DATA``). On a CUDA device:
-    the free memory of that device.
-    """
-    if device is not None and torch.device(device).type == "cuda":
-        return int(torch.cuda.mem_get_info(torch.device(device))[0])
-    candidates = []
-    meminfo = _proc_kib("/proc/meminfo", "MemAvailable")
-    if meminfo is not None:
-        candidates.append(meminfo)
-    else:
-        try:
-            candidates.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-        except (ValueError, OSError, AttributeError):
-            pass
-    for limit, used_key in ((resource.RLIMIT_AS, "VmSize"), (resource.RLIMIT_DATA, "VmData")):
-        soft = resource.getrlimit(limit)[0]
-        used = _proc_kib("/proc/self/status", used_key)
-        if soft != resource.RLIM_INFINITY and used is not None:
-            candidates.append(max(0, soft - used))
-    return min(candidates) if candidates else 2**63 - 1
-
-
-def require_memory(n_bytes: int, what: str, *, device: str | torch.device | None = None,
-                   hint: str = "use fewer samples or a machine with more memory") -> None:
-    """Refuse, with one line, an allocation of ``n_bytes`` that cannot fit.
-
-    Parameters
-    ----------
-    n_bytes : int
-        Estimated peak bytes of the request (all of its buffers together).
-    what : str
-        What needs the memory, for the message (``"the DCI histograms"``).
-    device : str, torch.device or None
-        Where the memory is allocated (``None``: CPU).
-    hint : str
-        What the user can do about it.
-
-    Raises
-    ------
-    DataError
-        ``"<what> needs about X GiB of memory but only Y GiB is available; <hint>"``.
-    """
-    available = available_memory(device)
-    if n_bytes > available:
-        where = "" if device is None or torch.device(device).type == "cpu" else f" on {device}"
-        raise DataError(f"{what} needs about {_format_bytes(n_bytes)} of memory but only "
-                        f"{_format_bytes(available)} is available{where}; {hint}")
-
-
-# --------------------------------------------------------------------------------------
-# Arguments
-# --------------------------------------------------------------------------------------
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"``: CUDA when available, else CPU; otherwise ``torch.device(device)``.
-
-    Only ``cpu`` and ``cuda`` (``cuda:N`` of an existing device) are accepted.
-    """
-    if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        resolved = None
-    if resolved is None or resolved.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device='cuda' was requested but CUDA is not available on "
-                             "this machine")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(f"device={device!r}: this machine has "
-                             f"{torch.cuda.device_count()} CUDA device(s)")
-    return resolved
 
 
 def check_factor_names(factor_names, n_factors: int) -> tuple[str, ...] | None:
@@ -336,12 +213,6 @@ def check_latents(latents, *, discrete: bool | None = None) -> tuple[np.ndarray,
     return array, bool(discrete)
 
 
-def _factor_label(i: int, factor_names: Sequence[str] | None) -> str:
-    if factor_names is None:
-        return f"column {i}"
-    return f"'{display_text(factor_names[i])}' (column {i})"
-
-
 def check_factors(factors, n_rows: int | None = None,
                   factor_names: Sequence[str] | None = None, *,
                   nonnegative: bool = False) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -382,12 +253,12 @@ def check_factors(factors, n_rows: int | None = None,
     for i in range(array.shape[1]):
         values, codes[:, i] = np.unique(array[:, i], return_inverse=True)
         if len(values) < 2:
-            raise DataError(f"factor {_factor_label(i, factor_names)} has a single value "
+            raise DataError(f"factor {factor_label(i, factor_names)} has a single value "
                             f"({values[0]}); a constant factor carries no information and "
                             "cannot be scored")
         if len(values) > MAX_DISTINCT_SHARE * n_samples:
             raise DataError(
-                f"factor {_factor_label(i, factor_names)} has {len(values)} distinct values "
+                f"factor {factor_label(i, factor_names)} has {len(values)} distinct values "
                 f"in {n_samples} samples (more than half): it looks like a continuous "
                 "variable or an id column, not a factor of variation; discretise it into "
                 "bins (numpy.digitize) or leave it out")

@@ -426,8 +426,8 @@ def test_training_memory_check_refuses_only_what_cannot_fit(monkeypatch):
     spec = _spec("ae")
     check_training_fits("ae", spec.model_config, batch_size=8, evaluation_rows=96,
                         n_factors=6, device=torch.device("cpu"))
-    from disentangle_eval import _validation
-    monkeypatch.setattr(_validation, "available_memory", lambda device: 1000)
+    from disentangle_eval import _device
+    monkeypatch.setattr(_device, "available_memory", lambda device: 1000)
     with pytest.raises(DataError, match=r"training 'ae' \(10,663 parameters, batch 8, width "
                                         r"4, .*\) needs about .* of memory but only 1000 bytes "
                                         r"is available; lower --batch-size"):

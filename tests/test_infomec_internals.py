@@ -15,7 +15,8 @@ from disentangle_eval._logistic import (check_fit_options, fit_multinomial_logis
                                         one_hot_design)
 from disentangle_eval._logistic_loss import PaddedProblem
 from disentangle_eval._nmi import jittered_column, knn_mi_column, plugin_mutual_information
-from disentangle_eval._scaling import power_of_two_scale, standardize_columns
+from disentangle_eval._scaling import (ColumnStandardizer, power_of_two_scale,
+                                       standardize_columns)
 from disentangle_eval._validation import check_inputs
 
 
@@ -96,6 +97,23 @@ def test_standardize_columns_exact_under_power_of_two_scaling():
     assert torch.equal(constant, torch.zeros(50, 2, dtype=torch.float64))
     assert torch.equal(power_of_two_scale(torch.zeros(3, 2, dtype=torch.float64)),
                        torch.zeros(3, 2, dtype=torch.float64))
+
+
+def test_standardizer_applies_the_training_statistics_to_other_rows():
+    rng = np.random.default_rng(5)
+    train = torch.tensor(rng.standard_normal((300, 3)) * [1.0, 1e-170, 4.0] + [0.0, 0.0, 7.0])
+    train[:, 2] = 7.0                       # constant on the training rows
+    test = torch.tensor(rng.standard_normal((40, 3)))
+    fitted = ColumnStandardizer.fit(train)
+    assert fitted.constant.tolist() == [False, False, True]
+    z_train, z_test = fitted.transform(train), fitted.transform(test)
+    assert torch.equal(z_train, standardize_columns(train))
+    mean, std = train[:, 0].mean(), train[:, 0].std(unbiased=False)
+    torch.testing.assert_close(z_test[:, 0], (test[:, 0] - mean) / std, rtol=1e-13, atol=0)
+    # a tiny column keeps its spread (its squares underflow without the rescaling) ...
+    assert z_train[:, 1].std(unbiased=False).item() == pytest.approx(1.0, abs=1e-12)
+    # ... and a column constant on the training rows is 0 everywhere, test rows too
+    assert torch.equal(z_test[:, 2], torch.zeros(40, dtype=torch.float64))
 
 
 def _overlapping_classes(n=3000, n_classes=12, seed=5):

@@ -17,11 +17,11 @@ from disentangle_eval import (DataError, IRSResult, MIGResult, ModularityExplici
                               SAPResult, irs, mig, modularity_explicitness, sap)
 from disentangle_eval._binned import histogram_bins, plugin_entropy, plugin_mutual_information
 from disentangle_eval._irs import group_quantile_deviation, reference_irs_matrix
-from disentangle_eval._mig import reference_mig
-from disentangle_eval._modularity import (macro_roc_auc, modularity_per_latent,
-                                          reference_explicitness)
+from disentangle_eval._linear_svc import fit_linear_svc_1d
+from disentangle_eval._modularity import macro_roc_auc, modularity_per_latent
 from disentangle_eval._registry import METRICS
-from disentangle_eval._sap import fit_linear_svc_1d, reference_score_matrix
+from disentangle_eval._sklearn_references import (reference_explicitness, reference_mig,
+                                                  reference_score_matrix)
 from disentangle_eval.cli.main import main
 
 from conftest import CONFORMANCE_CASES, CONFORMANCE_DIR, load_case
@@ -437,11 +437,11 @@ def test_docstring_examples(module):
 
 def test_chunked_computation_gives_the_same_values(monkeypatch):
     import disentangle_eval._irs as irs_module
-    import disentangle_eval._sap as sap_module
+    import disentangle_eval._linear_svc as svc_module
 
     latents, factors = _random_problem(8)
     whole = [sap(latents, factors, device="cpu"), irs(latents, factors, device="cpu")]
-    monkeypatch.setattr(sap_module, "_MEMORY_BUDGET", 1)    # one latent per chunk
+    monkeypatch.setattr(svc_module, "_MEMORY_BUDGET", 1)    # one latent per chunk
     monkeypatch.setattr(irs_module, "_MEMORY_BUDGET", 1)
     chunked = [sap(latents, factors, device="cpu"), irs(latents, factors, device="cpu")]
     np.testing.assert_array_equal(chunked[0].score_matrix, whole[0].score_matrix)
