@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import subprocess
 import sys
 
-__all__ = ["run_limited", "python_limited"]
+__all__ = ["run_limited", "python_limited", "default_sigint"]
 
 # Enough for the interpreter, torch, numpy, scikit-learn and a few hundred MB of work.
 DEFAULT_CEILING = 3 * 2**30
@@ -30,3 +31,10 @@ def run_limited(args, *, max_bytes: int = DEFAULT_CEILING, timeout: float = 120,
 def python_limited(code: str, **kwargs) -> subprocess.CompletedProcess:
     """Run ``python -c code`` under the ceiling (see :func:`run_limited`)."""
     return run_limited([sys.executable, "-c", code], **kwargs)
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` of a child that a test interrupts with SIGINT: a shell that starts
+    the test run in the background sets SIGINT to "ignore", which children inherit and
+    Python then keeps (it installs its KeyboardInterrupt handler only over the default)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

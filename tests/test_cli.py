@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from disentangle_eval.cli.main import main
 
 from conftest import CONFORMANCE_DIR
+from limits import default_sigint
 
 FIXTURE = CONFORMANCE_DIR / "duplicated.npz"
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "example.npz"
@@ -503,7 +504,7 @@ def test_ctrl_c_exits_130_promptly_and_writes_nothing(tmp_path):
     out = tmp_path / "res"
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
     proc = subprocess.Popen(_score_cmd(path, "--out", out), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 120
         while not _staging_dirs(tmp_path):  # the staging folder exists: scoring starts

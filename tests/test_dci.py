@@ -14,6 +14,7 @@ from disentangle_eval import (DCIResult, completeness, completeness_per_factor, 
                               disentanglement, disentanglement_per_code)
 
 from conftest import CONFORMANCE_CASES, load_case
+from limits import default_sigint
 
 LOG2_LOG10 = 1.0 - np.log(2) / np.log(10)
 
@@ -544,7 +545,7 @@ dci(latents, factors, device="cpu")
 print("finished", flush=True)
 """
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     try:
         assert child.stdout.readline().strip() == "fitting"
         time.sleep(1.5)
