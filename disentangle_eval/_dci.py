@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from ._results import MetricResult
 from ._split import check_split_options, require_two_classes, split_rows, split_warnings
 from ._validation import DataError, ScoringInputs, check_inputs, resolve_device
 
-__all__ = ["DCIResult", "dci", "dci_from_inputs", "disentanglement", "completeness",
+__all__ = ["DCIResult", "DCIRows", "dci", "dci_from_inputs", "dci_rows", "disentanglement", "completeness",
            "disentanglement_per_code", "completeness_per_factor", "PREDICTORS", "BACKENDS"]
 
 PREDICTORS = ("gbt", "random_forest", "logistic")
@@ -262,31 +263,15 @@ def dci_from_inputs(inputs: ScoringInputs, *, predictor: str = "gbt", backend: s
                                       max_train_rows, max_test_rows,
                                       device if device is not None else inputs.device)
     train_fraction = float(train_fraction)
-    train_rows, test_rows = split_rows(inputs.n_samples, split, train_fraction, seed)
-    available = (len(train_rows), len(test_rows))
-    train_rows = _subsample(train_rows, max_train_rows, seed, 1)
-    test_rows = _subsample(test_rows, max_test_rows, seed, 2)
-    messages = []
-    if (len(train_rows), len(test_rows)) != available:
-        messages.append(
-            f"DCI used a seeded subsample of the rows: {len(train_rows)} of "
-            f"{available[0]} training rows (max_train_rows={max_train_rows}) and "
-            f"{len(test_rows)} of {available[1]} test rows (max_test_rows={max_test_rows})")
-    if len(train_rows) > MAX_TRAIN_ROWS and predictor == "gbt" and backend == "torch":
-        raise DataError(f"the torch trees take at most {MAX_TRAIN_ROWS} training rows (got "
-                        f"{len(train_rows)}); set max_train_rows")
-    y_all = inputs.factors.cpu().numpy()
-    y_train, y_test = y_all[train_rows], y_all[test_rows]
-    require_two_classes(y_train, split, factor_names)
-    messages += split_warnings(y_train, y_test, split, factor_names)
-    x_all, scaled = _within_float32(inputs.raw_latents)
-    if scaled:
-        messages.append(
-            f"latent column(s) {', '.join(map(str, scaled))} exceed float32's range, in "
-            "which the trees compare values; scaled by a power of two per column (exact, "
-            "and a tree split compares values within a column only)")
-    for message in messages:
+    rows = dci_rows(inputs, split=split, train_fraction=train_fraction, seed=seed,
+                    max_train_rows=max_train_rows, max_test_rows=max_test_rows,
+                    factor_names=factor_names,
+                    torch_trees=predictor == "gbt" and backend == "torch")
+    for message in rows.messages:
         warnings.warn(message, UserWarning, stacklevel=3)
+    train_rows, test_rows, available, messages = (rows.train, rows.test, rows.available,
+                                                  rows.messages)
+    x_all, y_train, y_test = rows.latents, rows.y_train, rows.y_test
     check_predictor_memory(predictor, backend, len(train_rows), len(test_rows),
                            [len(np.unique(y_train[:, j])) for j in range(y_train.shape[1])],
                            dev, n_jobs, factor_names)
@@ -326,6 +311,53 @@ def dci_from_inputs(inputs: ScoringInputs, *, predictor: str = "gbt", backend: s
         n_train_available=available[0], n_test_available=available[1],
         max_train_rows=max_train_rows, max_test_rows=max_test_rows, device=str(dev),
         warnings=tuple(messages))
+
+
+class DCIRows(NamedTuple):
+    """The rows one DCI computation fits and tests (see :func:`dci_rows`)."""
+
+    train: np.ndarray          # indices of the training rows
+    test: np.ndarray           # indices of the test rows
+    available: tuple[int, int]  # the split's training and test rows before subsampling
+    latents: torch.Tensor      # all rows' latents as the classifiers see them
+    y_train: np.ndarray
+    y_test: np.ndarray
+    messages: list[str]        # warnings about the split, subsample and scaling
+
+
+def dci_rows(inputs: ScoringInputs, *, split: str, train_fraction: float, seed: int,
+             max_train_rows: int | None, max_test_rows: int | None, factor_names=None,
+             torch_trees: bool = True) -> DCIRows:
+    """The split, subsample and latents of :func:`dci_from_inputs` (options as there).
+
+    Raises :class:`DataError` for a factor with one value in the training rows, or
+    more training rows than the torch trees take (``torch_trees``).
+    """
+    train_rows, test_rows = split_rows(inputs.n_samples, split, train_fraction, seed)
+    available = (len(train_rows), len(test_rows))
+    train_rows = _subsample(train_rows, max_train_rows, seed, 1)
+    test_rows = _subsample(test_rows, max_test_rows, seed, 2)
+    messages = []
+    if (len(train_rows), len(test_rows)) != available:
+        messages.append(
+            f"DCI used a seeded subsample of the rows: {len(train_rows)} of "
+            f"{available[0]} training rows (max_train_rows={max_train_rows}) and "
+            f"{len(test_rows)} of {available[1]} test rows (max_test_rows={max_test_rows})")
+    if len(train_rows) > MAX_TRAIN_ROWS and torch_trees:
+        raise DataError(f"the torch trees take at most {MAX_TRAIN_ROWS} training rows (got "
+                        f"{len(train_rows)}); set max_train_rows")
+    y_all = inputs.factors.cpu().numpy()
+    y_train, y_test = y_all[train_rows], y_all[test_rows]
+    require_two_classes(y_train, split, factor_names)
+    messages += split_warnings(y_train, y_test, split, factor_names)
+    x_all, scaled = _within_float32(inputs.raw_latents)
+    if scaled:
+        messages.append(
+            f"latent column(s) {', '.join(map(str, scaled))} exceed float32's range, in "
+            "which the trees compare values; scaled by a power of two per column (exact, "
+            "and a tree split compares values within a column only)")
+    return DCIRows(train=train_rows, test=test_rows, available=available, latents=x_all,
+                   y_train=y_train, y_test=y_test, messages=messages)
 
 
 def _subsample(rows: np.ndarray, most: int | None, seed: int, stream: int) -> np.ndarray:

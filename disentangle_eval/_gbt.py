@@ -48,17 +48,19 @@ import torch
 
 from ._gbt_binning import (MAX_TRAIN_ROWS, bin_counts, bin_features, histogram_precision,
                            one_hot_bins)
-from ._gbt_boosting import GBTFit, fit_targets
+from ._gbt_boosting import GBTFit, RowCounts, fit_targets
 from ._gbt_memory import FitShape, FitTooLarge, fit_bytes, shared_bytes
 
-__all__ = ["GBTFit", "fit_gbt_classifiers", "bin_features", "MAX_TRAIN_ROWS", "FitTooLarge"]
+__all__ = ["GBTFit", "RowCounts", "fit_gbt_classifiers", "bin_features", "MAX_TRAIN_ROWS",
+           "FitTooLarge"]
 
 
 def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
                         *, n_estimators: int = 100, learning_rate: float = 0.1,
                         max_depth: int = 3, max_bins: int = 256, seed: int = 0,
                         progress: bool = False, workers: int | None = None,
-                        block_rows: int | None = None, max_bytes: int | None = None) -> GBTFit:
+                        block_rows: int | None = None, max_bytes: int | None = None,
+                        rows: RowCounts | None = None) -> GBTFit:
     """Fit one gradient-boosted tree classifier per column of ``y_train``, all at once.
 
     Parameters
@@ -88,6 +90,10 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
         Memory the fit may use (see :func:`~disentangle_eval._gbt_memory.fit_bytes`).
         Groups of targets that do not fit side by side are fitted one after another
         (the same result).
+    rows : RowCounts, optional
+        The training rows stand for repeated samples (a bootstrap replicate on its
+        distinct rows): the fit is bitwise that on the samples written out, in the
+        order of ``rows.positions``, at the cost of the distinct rows.
 
     Returns
     -------
@@ -100,9 +106,11 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
     ValueError
         More than :data:`MAX_TRAIN_ROWS` training rows.
     """
-    if x_train.shape[0] > MAX_TRAIN_ROWS:
+    n_samples = x_train.shape[0] if rows is None else rows.n_samples
+    if n_samples > MAX_TRAIN_ROWS:
         raise ValueError(f"too many training rows for exact histogram counts "
-                         f"({x_train.shape[0]}, at most {MAX_TRAIN_ROWS})")
+                         f"({n_samples}, at most {MAX_TRAIN_ROWS})")
+    counts_of_rows = None if rows is None else rows.counts
     on_cpu = x_train.device.type == "cpu"
     if workers is None:
         workers = torch.get_num_threads() if on_cpu else 1
@@ -115,21 +123,22 @@ def fit_gbt_classifiers(x_train: torch.Tensor, y_train: torch.Tensor, x_test: to
     # on the calling thread, and shared by the workers.
     x_train = x_train.to(torch.float32).to(torch.float64)  # scikit-learn's trees: float32
     x_test = x_test.to(device=x_train.device, dtype=torch.float32)
-    binned = bin_features(x_train, max_bins)
-    counts = bin_counts(binned)
+    binned = bin_features(x_train, max_bins, counts_of_rows)
+    counts = bin_counts(binned, counts_of_rows)
     d = binned.bins.shape[0]
     largest_bin = int(counts.max()) if d else 1
-    dtype, bits = histogram_precision(largest_bin, x_train.shape[0])
+    dtype, bits = histogram_precision(largest_bin, n_samples)
     mantissa = 24 if dtype == torch.float32 else 53
     shape = FitShape(n_train=x_train.shape[0], n_test=x_test.shape[0],
                      n_features=x_train.shape[1], n_active=d, n_bins=binned.n_bins,
                      max_depth=max_depth, histogram_itemsize=dtype.itemsize,
-                     pack=max(1, min(8, mantissa // largest_bin.bit_length())))
+                     pack=max(1, min(8, mantissa // largest_bin.bit_length())),
+                     n_samples=0 if rows is None else n_samples)
     waves = _schedule(trees, shape, max(1, min(int(workers), n_targets)), max_bytes)
-    onehot = one_hot_bins(binned, dtype, block_rows) if d else None
+    onehot = one_hot_bins(binned, dtype, block_rows, counts_of_rows) if d else None
     context = dict(binned=binned, onehot=onehot, counts=counts, bits=bits, x_test=x_test,
                    n_features=x_train.shape[1], n_estimators=n_estimators,
-                   learning_rate=learning_rate, max_depth=max_depth, seed=seed)
+                   learning_rate=learning_rate, max_depth=max_depth, seed=seed, rows=rows)
     largest = max(range(n_targets), key=lambda f: trees[f])
     importance = x_train.new_zeros((x_train.shape[1], n_targets), dtype=torch.float64)
     predict_train = y_train.new_zeros(y_train.shape)

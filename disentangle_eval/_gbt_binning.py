@@ -51,23 +51,28 @@ class BinnedFeatures:
     n_bins: int
 
 
-def bin_features(x: torch.Tensor, max_bins: int = 256) -> BinnedFeatures:
+def bin_features(x: torch.Tensor, max_bins: int = 256,
+                 counts: torch.Tensor | None = None) -> BinnedFeatures:
     """Bin each column of ``x`` (n_samples, n_features) into at most ``max_bins`` bins.
 
     A column with at most ``max_bins`` distinct values gets one bin per value (exact);
     otherwise equal-mass bins with edges in the widest local gaps
     (:func:`_gap_quantile_edges`). Constant columns are left out (``active``).
+    ``counts`` (n_samples,) int64, optional: row ``i`` stands for ``counts[i]`` equal
+    rows; the bins are those of the rows repeated.
     """
     n, d = x.shape
     device = x.device
     # One sort of every column serves the distinct values and the quantile edges.
-    sorted_x = torch.sort(x, dim=0).values
+    sorted_x, order = torch.sort(x, dim=0)
     edges, active = [], []
     for j in range(d):
         column = sorted_x[:, j]
         values = torch.unique_consecutive(column)
         if values.numel() < 2:
             continue
+        if values.numel() > max_bins and counts is not None:
+            column = torch.repeat_interleave(column, counts[order[:, j]])
         edges.append(values if values.numel() <= max_bins
                      else _gap_quantile_edges(column, max_bins))
         active.append(j)
@@ -117,32 +122,39 @@ def _gap_quantile_edges(values: torch.Tensor, max_bins: int) -> torch.Tensor:
     return torch.unique(edges)
 
 
-def bin_counts(binned: BinnedFeatures) -> torch.Tensor:
-    """Training rows in each bin, shape (n_active, n_bins), int64."""
-    d = binned.bins.shape[0]
+def bin_counts(binned: BinnedFeatures, counts: torch.Tensor | None = None) -> torch.Tensor:
+    """Training rows in each bin, shape (n_active, n_bins), int64 (each row counted
+    ``counts[i]`` times when given)."""
+    d, n = binned.bins.shape
     offsets = binned.n_bins * torch.arange(d, device=binned.bins.device)[:, None]
-    return torch.bincount((binned.bins + offsets).reshape(-1),
-                          minlength=d * binned.n_bins).view(d, binned.n_bins)
+    flat = (binned.bins + offsets).reshape(-1)
+    if counts is None:
+        return torch.bincount(flat, minlength=d * binned.n_bins).view(d, binned.n_bins)
+    out = torch.zeros(d * binned.n_bins, dtype=torch.int64, device=flat.device)
+    return out.index_add_(0, flat, counts.repeat(d)).view(d, binned.n_bins)
 
 
-def one_hot_bins(binned: BinnedFeatures, dtype: torch.dtype,
-                 block_rows: int = 4096) -> list[tuple[int, int, torch.Tensor]]:
+def one_hot_bins(binned: BinnedFeatures, dtype: torch.dtype, block_rows: int = 4096,
+                 counts: torch.Tensor | None = None) -> list[tuple[int, int, torch.Tensor]]:
     """The one-hot bin matrix of shape (n_active * n_bins, n_samples), in blocks of at most
     ``block_rows`` training rows: a list of (first row, end row, sparse CSR matrix of the
-    block's columns). Row ``j * n_bins + b`` of a block's matrix has a one for each of its
-    training rows whose feature ``j`` is in bin ``b``.
+    block's columns). Row ``j * n_bins + b`` of a block's matrix has a one (or the row's
+    count, with ``counts``) for each of its training rows whose feature ``j`` is in bin
+    ``b``: a product with it sums every row as often as it is counted.
 
     A product with a block reads only that block's rows of the dense operand, which then
     stay in cache while the one-hot matrix visits them in bin order.
     """
     d, n = binned.bins.shape
     return [(start, min(n, start + block_rows),
-             _one_hot(binned.bins[:, start:start + block_rows], binned.n_bins, dtype))
+             _one_hot(binned.bins[:, start:start + block_rows], binned.n_bins, dtype,
+                      None if counts is None else counts[start:start + block_rows]))
             for start in range(0, n, block_rows)]
 
 
-def _one_hot(bins: torch.Tensor, n_bins: int, dtype: torch.dtype) -> torch.Tensor:
-    """Sparse CSR one-hot matrix (d * n_bins, n) of bins (d, n)."""
+def _one_hot(bins: torch.Tensor, n_bins: int, dtype: torch.dtype,
+             row_counts: torch.Tensor | None = None) -> torch.Tensor:
+    """Sparse CSR one-hot matrix (d * n_bins, n) of bins (d, n), ``row_counts`` as values."""
     d, n = bins.shape
     device = bins.device
     rows = (bins + n_bins * torch.arange(d, device=device)[:, None]).reshape(-1)
@@ -152,12 +164,14 @@ def _one_hot(bins: torch.Tensor, n_bins: int, dtype: torch.dtype) -> torch.Tenso
     crow = torch.zeros(d * n_bins + 1, dtype=torch.int64, device=device)
     crow[1:] = torch.cumsum(counts, 0)
     cols = cols[order]
+    values = (torch.ones(d * n, dtype=dtype, device=device) if row_counts is None
+              else row_counts.to(dtype)[cols])
     if d * n < 2 ** 31:  # int32 indices: MKL's own index type, no conversion per product
         crow, cols = crow.to(torch.int32), cols.to(torch.int32)
     with warnings.catch_warnings():  # torch's one-time "CSR support is in beta" notice
         warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
-        return torch.sparse_csr_tensor(crow, cols, torch.ones(d * n, dtype=dtype, device=device),
-                                       (d * n_bins, n), check_invariants=False)
+        return torch.sparse_csr_tensor(crow, cols, values, (d * n_bins, n),
+                                       check_invariants=False)
 
 
 def histogram_precision(largest_bin: int, n_rows: int) -> tuple[torch.dtype, int]:

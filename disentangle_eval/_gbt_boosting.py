@@ -18,7 +18,7 @@ from ._gbt_binning import BinnedFeatures
 from ._gbt_splits import MASK31, TieBreak, content_key, row_weights
 from ._gbt_trees import TreeGrower
 
-__all__ = ["GBTFit", "FitStopped", "fit_targets"]
+__all__ = ["GBTFit", "FitStopped", "RowCounts", "fit_targets"]
 
 
 class FitStopped(Exception):
@@ -44,6 +44,43 @@ class GBTFit:
     predict_test: torch.Tensor
 
 
+@dataclass(frozen=True)
+class RowCounts:
+    """Training rows that stand for repeated samples (e.g. a bootstrap replicate).
+
+    The fit on the distinct rows with these counts is bitwise the fit on the samples,
+    every repeat written out in ``positions`` order: the histograms are exact sums,
+    and the leaf sums (float64, order-dependent) add the samples in that order.
+
+    Attributes
+    ----------
+    counts : torch.Tensor of shape (n_rows,), int64
+        Samples each row stands for (>= 1).
+    positions : torch.Tensor of shape (n_samples,), int64
+        The row of each sample, in the samples' order.
+    key_weights : torch.Tensor of shape (n_rows,), int64
+        Sum of the tie-break content weights (:func:`~._gbt_splits.row_weights` of
+        ``n_samples``) of each row's samples.
+    """
+
+    counts: torch.Tensor
+    positions: torch.Tensor
+    key_weights: torch.Tensor
+
+    @classmethod
+    def of_samples(cls, positions: torch.Tensor, n_rows: int) -> "RowCounts":
+        """The counts of samples given as row indices ``positions`` (n_samples,)."""
+        device = positions.device
+        counts = torch.bincount(positions, minlength=n_rows)
+        keys = torch.zeros(n_rows, dtype=torch.int64, device=device).index_add_(
+            0, positions, row_weights(positions.numel(), device))
+        return cls(counts=counts, positions=positions, key_weights=keys)
+
+    @property
+    def n_samples(self) -> int:
+        return self.positions.numel()
+
+
 class _Targets:
     """The trees of the targets: one per class (K > 2, softmax) or one (K = 2, sigmoid).
 
@@ -52,7 +89,8 @@ class _Targets:
     raw score, the Newton factor of the leaf step, and a content key for tie-breaking.
     """
 
-    def __init__(self, y: torch.Tensor, weights: torch.Tensor):
+    def __init__(self, y: torch.Tensor, weights: torch.Tensor, counts: torch.Tensor | None,
+                 n_samples: int):
         n, n_targets = y.shape
         device = y.device
         self.classes, codes = [], []
@@ -70,11 +108,12 @@ class _Targets:
         # Per class of each target: its training rows and their weights' sum.
         prior, ones_weight, binomial, newton = [], [], [], []
         for f, k in enumerate(self.n_classes):
-            count = torch.bincount(codes[f], minlength=k)
+            count = torch.bincount(codes[f], minlength=k) if counts is None else \
+                torch.zeros(k, dtype=torch.int64, device=device).index_add_(0, codes[f], counts)
             weight = torch.zeros(k, dtype=torch.int64, device=device).index_add_(
                 0, codes[f], weights)
             chosen = slice(1, 2) if k == 2 else slice(0, k)      # binomial: class 1's tree
-            prior.append(count[chosen].to(f64) / n)
+            prior.append(count[chosen].to(f64) / n_samples)
             ones_weight.append(weight[chosen])
             binomial += [k == 2] * (1 if k == 2 else k)
             newton += [1.0 if k == 2 else (k - 1) / k] * (1 if k == 2 else k)
@@ -88,8 +127,9 @@ class _Targets:
         # whose single tree does not depend on which class is "1").
         ones_weight = torch.cat(ones_weight)
         self.key = torch.where(
-            binomial, torch.minimum(ones_weight + n, weights.sum() - ones_weight + n),
-            ones_weight + n) & MASK31
+            binomial, torch.minimum(ones_weight + n_samples,
+                                    weights.sum() - ones_weight + n_samples),
+            ones_weight + n_samples) & MASK31
         # Positions (row * T + tree) where the one-vs-rest target is 1: the gradient y - p
         # is -p plus one there, without an (n, T) target array.
         rows = torch.arange(n, device=device) * self.n_trees
@@ -190,22 +230,25 @@ class _Scores:
 def fit_targets(y_train: torch.Tensor, *, binned: BinnedFeatures, onehot,
                 counts: torch.Tensor, bits: int, x_test: torch.Tensor, n_features: int,
                 n_estimators: int, learning_rate: float, max_depth: int, seed: int,
-                progress: bool, stop: threading.Event | None = None) -> GBTFit:
+                progress: bool, stop: threading.Event | None = None,
+                rows: RowCounts | None = None) -> GBTFit:
     """:func:`~disentangle_eval._gbt.fit_gbt_classifiers` of the targets ``y_train`` in
     one batched fit on the current thread, on the training features' ``binned`` columns,
     their ``onehot`` matrix and bin ``counts``, with gradients rounded to ``bits``
-    fractional bits. Raises :class:`FitStopped` at the next stage once ``stop`` is set."""
+    fractional bits (``rows``: the samples the training rows stand for). Raises
+    :class:`FitStopped` at the next stage once ``stop`` is set."""
     device = y_train.device
     n, n_test, d = y_train.shape[0], x_test.shape[0], binned.bins.shape[0]
-    weights = row_weights(n, device)
-    targets = _Targets(y_train, weights)
+    n_samples = n if rows is None else rows.n_samples
+    weights = row_weights(n, device) if rows is None else rows.key_weights
+    targets = _Targets(y_train, weights, None if rows is None else rows.counts, n_samples)
     n_trees = targets.n_trees
     scores = _Scores(targets, n, n_test)
     grower = TreeGrower(binned, onehot, counts, x_test[:, binned.active].contiguous(),
                         n_trees, max_depth)
     if d:
-        ties = TieBreak(seed, targets.key, content_key(binned.bins, weights), max_depth,
-                        n_estimators)
+        ties = TieBreak(seed, targets.key, content_key(binned.bins, weights, n_samples),
+                        max_depth, n_estimators)
     importance = torch.zeros(n_trees, max(d, 1), dtype=torch.float64, device=device)
     newton_leaf = targets.newton.repeat_interleave(2 ** max_depth)
     n_slots = n_trees * 2 ** max_depth
@@ -224,8 +267,15 @@ def fit_targets(y_train: torch.Tensor, *, binned: BinnedFeatures, onehot,
         # Leaf values: one Newton step. scatter_add_ rather than index_add_: the same
         # sums, ~2x faster on CPU.
         leaf = grower.leaf_index()
-        sum_g.zero_().scatter_add_(0, leaf, scores.g.view(-1))
-        sum_h.zero_().scatter_add_(0, leaf, scores.h.view(-1))
+        if rows is None:
+            sum_g.zero_().scatter_add_(0, leaf, scores.g.view(-1))
+            sum_h.zero_().scatter_add_(0, leaf, scores.h.view(-1))
+        else:  # every sample in its own order: the sums of the written-out fit
+            leaf_of = leaf.view(n, n_trees).index_select(0, rows.positions).view(-1)
+            sum_g.zero_().scatter_add_(0, leaf_of, scores.g.index_select(0, rows.positions)
+                                       .view(-1))
+            sum_h.zero_().scatter_add_(0, leaf_of, scores.h.index_select(0, rows.positions)
+                                       .view(-1))
         value = torch.where(sum_h.abs() < 1e-150, 0.0,
                             newton_leaf * sum_g / torch.where(sum_h == 0, 1.0, sum_h))
         scores.add_leaf_steps(value.mul_(learning_rate), leaf, grower.node_test.view(-1))

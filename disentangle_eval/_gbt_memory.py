@@ -45,6 +45,7 @@ class FitShape:
     max_depth: int
     histogram_itemsize: int  # 4 (float32 histograms) or 8 (float64)
     pack: int                # count digits per packed column
+    n_samples: int = 0       # samples that rows with counts stand for (0: no counts)
 
 
 def shared_bytes(shape: FitShape) -> int:
@@ -84,4 +85,6 @@ def fit_bytes(shape: FitShape, n_trees: int, n_targets: int) -> int:
                 + d * nb * t * 24                     # the root's counts
                 + (2 ** depth) * t * nb * 8 * 2       # split search indices, temporaries
                 + d * _TIE_CHUNK * depth * t * 2 ** (depth - 1) * 8 * 4)   # tie table
-    return scores + routing + hist + n * (8 * n_targets + 24)   # codes, row weights
+    # Rows with counts: every sample's leaf, gradient and hessian for the leaf sums.
+    samples = shape.n_samples * (t * 24 + 8)
+    return scores + routing + hist + samples + n * (8 * n_targets + 24)  # codes, weights

@@ -37,9 +37,15 @@ def row_weights(n: int, device) -> torch.Tensor:
     return torch.randint(1, 2 ** 23, (n,), generator=generator).to(device)
 
 
-def content_key(rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """A 31-bit key of each row of an integer matrix (values < 2**8 keep sums exact)."""
-    return (((rows & 0xFF) * weights).sum(1) + rows.shape[1]) & MASK31
+def content_key(rows: torch.Tensor, weights: torch.Tensor, n: int | None = None
+                ) -> torch.Tensor:
+    """A 31-bit key of each row of an integer matrix (values < 2**8 keep sums exact).
+
+    ``n``: the number of samples the columns stand for (default: the columns; a column
+    standing for repeated samples carries the sum of their ``weights``).
+    """
+    n = rows.shape[1] if n is None else n
+    return (((rows & 0xFF) * weights).sum(1) + n) & MASK31
 
 
 class TieBreak:

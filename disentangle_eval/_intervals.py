@@ -25,12 +25,15 @@ seeds, or their paired differences), for tables over runs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.special
 
-__all__ = ["Interval", "interval", "mean_interval", "LEVEL"]
+from ._results import MetricResult, json_ready
+
+__all__ = ["Interval", "interval", "mean_interval", "LEVEL", "MetricIntervals",
+           "ScoresWithIntervals", "Comparison"]
 
 LEVEL = 0.95
 
@@ -124,3 +127,108 @@ def mean_interval(values, *, bounds: tuple[float, float] = (-np.inf, np.inf)) ->
     # Pseudo-replicates whose spread is the standard error of the mean.
     return interval(mean, mean + (values - mean) / np.sqrt(max(values.size, 1)), 1.0,
                     bias_correction=False, bounds=bounds)
+
+
+# --------------------------------------------------------------------------------------
+# Results of confidence_intervals and compare_representations
+
+
+@dataclass(frozen=True)
+class MetricIntervals:
+    """95% intervals of the headline values of one metric.
+
+    Attributes
+    ----------
+    metric : str
+        Registry name of the metric.
+    intervals : dict of str to Interval
+        One per headline value, keyed as ``MetricResult.headline()``.
+    method : str
+        How the rows were resampled (e.g. ``"half-sampling"``).
+    bias_corrected : bool
+        Whether the intervals are centred on the bias-corrected estimate.
+    n_resamples : int
+        Replicates asked for.
+    n_failed : int
+        Replicates whose rows could not be scored (dropped).
+    seed : int
+    replicates : numpy.ndarray of shape (n_resamples, n_values)
+        Headline values of every replicate (NaN where one failed), columns as
+        ``intervals``.
+    """
+
+    metric: str
+    intervals: dict[str, Interval]
+    method: str
+    bias_corrected: bool
+    n_resamples: int
+    n_failed: int
+    seed: int
+    replicates: np.ndarray = field(repr=False)
+
+    def ci95(self) -> dict[str, list[float]]:
+        """``{value name: [low, high]}``."""
+        return {name: [iv.low, iv.high] for name, iv in self.intervals.items()}
+
+    def settings(self) -> dict:
+        return {"method": self.method, "bias_corrected": self.bias_corrected,
+                "n_resamples": self.n_resamples, "n_failed": self.n_failed, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class ScoresWithIntervals:
+    """Metric results with 95% intervals on their headline values.
+
+    Attributes
+    ----------
+    results : dict of str to MetricResult
+        Point estimates, as the metrics return them.
+    intervals : dict of str to MetricIntervals
+    """
+
+    results: dict[str, MetricResult]
+    intervals: dict[str, MetricIntervals]
+
+    def to_dict(self) -> dict:
+        """Each metric's ``to_dict()`` with ``"ci95": {value: [low, high]}`` added."""
+        return {name: {**result.to_dict(), "ci95": json_ready(self.intervals[name].ci95())}
+                for name, result in self.results.items()}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two representations of the same rows, scored and compared.
+
+    Attributes
+    ----------
+    results_a, results_b : dict of str to MetricResult
+    intervals_a, intervals_b : dict of str to MetricIntervals
+        Each side's own intervals (from the same paired replicates).
+    differences : dict of str to Interval
+        Keyed ``"METRIC.VALUE"``: ``estimate`` is A - B, ``low``/``high`` its 95%
+        interval from paired replicates, ``p_value`` the two-sided p-value of no
+        difference.
+    """
+
+    results_a: dict[str, MetricResult]
+    results_b: dict[str, MetricResult]
+    intervals_a: dict[str, MetricIntervals]
+    intervals_b: dict[str, MetricIntervals]
+    differences: dict[str, Interval]
+
+    def to_dict(self) -> dict:
+        """``{"a": ..., "b": ..., "metrics": {"METRIC.VALUE": {"a", "b", "difference",
+        "ci95", "p_value"}}}``."""
+        def side(results, intervals):
+            return ScoresWithIntervals(results, intervals).to_dict()
+
+        metrics = {}
+        for key, diff in self.differences.items():
+            metric, value = key.split(".", 1)
+            metrics[key] = {"a": self.results_a[metric].headline()[value],
+                            "b": self.results_b[metric].headline()[value],
+                            "difference": diff.estimate, "ci95": [diff.low, diff.high],
+                            "p_value": diff.p_value}
+        return {"a": side(self.results_a, self.intervals_a),
+                "b": side(self.results_b, self.intervals_b),
+                "metrics": json_ready(metrics)}

@@ -3,29 +3,30 @@
 Every metric of the registry gets intervals without code of its own: its registry entry
 says how its rows may be resampled (:class:`~disentangle_eval._resampling.Resampling`),
 each replicate is scored by the metric itself on the replicate's rows, and the interval
-comes from the replicates' spread (:mod:`disentangle_eval._intervals`). A metric may
-also register a batched replicate runner (``BATCHED_RUNNERS``) that scores all
-replicates at once; the plain loop (:func:`loop_replicates`) stays its reference. InfoMEC
-has one (:mod:`disentangle_eval._replicates_infomec`); DCI's replicates run as separate
-refits through the loop until the tree learner takes per-target row weights, when they
-can become more targets of one boosting pass registered here.
+comes from the replicates' spread (:mod:`disentangle_eval._intervals`, which also holds
+the result classes). A metric may also register a batched replicate runner
+(``BATCHED_RUNNERS``) that gives the values of all replicates at less cost; the plain
+loop (:func:`~disentangle_eval._replicates.loop_replicates`) stays its reference.
+InfoMEC's fits the replicates' logistic regressions together
+(:mod:`disentangle_eval._replicates_infomec`); DCI's fits each bootstrap replicate's
+trees on its distinct rows with their counts, bitwise the separate refit
+(:mod:`disentangle_eval._replicates_dci`).
 """
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from ._intervals import Interval, interval
+from ._intervals import Comparison, MetricIntervals, ScoresWithIntervals, interval
 from ._registry import DEFAULT_METRICS, METRICS, SETTING_NAMES, MetricSpec, run_metric
-from ._resampling import (Replicate, Resampling, canonical_order, deviation_scale,
-                          draw_replicates, joint_scheme, replicate_inputs, replicate_settings)
+from ._replicates import ReplicateRunner, loop_replicates
+from ._replicates_dci import dci_replicates
 from ._replicates_infomec import infomec_replicates
-from ._results import MetricResult, json_ready
+from ._resampling import (Replicate, Resampling, canonical_order, deviation_scale,
+                          draw_replicates, joint_scheme)
+from ._results import MetricResult
 from ._validation import DataError, ScoringInputs, check_inputs
 
 __all__ = ["MetricIntervals", "ScoresWithIntervals", "Comparison", "confidence_intervals",
@@ -36,9 +37,6 @@ __all__ = ["MetricIntervals", "ScoresWithIntervals", "Comparison", "confidence_i
 # A replicate whose rows cannot be scored (e.g. a factor left with one value) is dropped;
 # more than this share of failures means the data are too small to resample.
 _MAX_FAILED_SHARE = 0.1
-
-# runner(spec, sides, shared, replicates, *, progress) -> values, as loop_replicates.
-ReplicateRunner = Callable[..., np.ndarray]
 
 
 def resampling_plan(spec: MetricSpec) -> Resampling:
@@ -57,151 +55,14 @@ def resampling_plan(spec: MetricSpec) -> Resampling:
 # --------------------------------------------------------------------------------------
 # Replicates
 
-
-def loop_replicates(spec: MetricSpec, sides: Sequence[ScoringInputs], shared: dict,
-                    replicates: Sequence[Replicate], *, progress: bool = False) -> np.ndarray:
-    """Headline values of every replicate, one metric call per replicate and side.
-
-    Returns
-    -------
-    numpy.ndarray of shape (n_replicates, n_sides, n_values)
-        NaN where a replicate's rows could not be scored (:class:`DataError`).
-    """
-    out = None
-    bar = tqdm(replicates, desc=f"{spec.name} replicates", unit="replicate", leave=False,
-               disable=None if progress else True)
-    with warnings.catch_warnings():
-        # Split and estimator notes were reported for the point estimate already.
-        warnings.simplefilter("ignore")
-        for r, replicate in enumerate(bar):
-            settings = replicate_settings(shared, replicate)
-            try:
-                values = [list(run_metric(spec, replicate_inputs(side, replicate), settings)
-                               .headline().values()) for side in sides]
-            except DataError:
-                values = None
-            if out is None and values is not None:
-                out = np.full((len(replicates), len(sides), len(values[0])), np.nan)
-            if values is not None:
-                out[r] = values
-    if out is None:
-        raise DataError(f"{spec.name}: none of the {len(replicates)} resamples of the rows "
-                        "could be scored; too few rows to resample")
-    return out
-
-
 # Metric name -> a batched runner with the signature and result of loop_replicates.
-BATCHED_RUNNERS: dict[str, ReplicateRunner] = {"infomec": infomec_replicates}
+BATCHED_RUNNERS: dict[str, ReplicateRunner] = {"infomec": infomec_replicates,
+                                               "dci": dci_replicates}
 
 
 def _run_replicates(spec, sides, shared, replicates, progress) -> np.ndarray:
     runner = BATCHED_RUNNERS.get(spec.name, loop_replicates)
     return runner(spec, sides, shared, replicates, progress=progress)
-
-
-# --------------------------------------------------------------------------------------
-# Results
-
-
-@dataclass(frozen=True)
-class MetricIntervals:
-    """95% intervals of the headline values of one metric.
-
-    Attributes
-    ----------
-    metric : str
-        Registry name of the metric.
-    intervals : dict of str to Interval
-        One per headline value, keyed as ``MetricResult.headline()``.
-    method : str
-        How the rows were resampled (e.g. ``"half-sampling"``).
-    bias_corrected : bool
-        Whether the intervals are centred on the bias-corrected estimate.
-    n_resamples : int
-        Replicates asked for.
-    n_failed : int
-        Replicates whose rows could not be scored (dropped).
-    seed : int
-    replicates : numpy.ndarray of shape (n_resamples, n_values)
-        Headline values of every replicate (NaN where one failed), columns as
-        ``intervals``.
-    """
-
-    metric: str
-    intervals: dict[str, Interval]
-    method: str
-    bias_corrected: bool
-    n_resamples: int
-    n_failed: int
-    seed: int
-    replicates: np.ndarray = field(repr=False)
-
-    def ci95(self) -> dict[str, list[float]]:
-        """``{value name: [low, high]}``."""
-        return {name: [iv.low, iv.high] for name, iv in self.intervals.items()}
-
-    def settings(self) -> dict:
-        return {"method": self.method, "bias_corrected": self.bias_corrected,
-                "n_resamples": self.n_resamples, "n_failed": self.n_failed, "seed": self.seed}
-
-
-@dataclass(frozen=True)
-class ScoresWithIntervals:
-    """Metric results with 95% intervals on their headline values.
-
-    Attributes
-    ----------
-    results : dict of str to MetricResult
-        Point estimates, as the metrics return them.
-    intervals : dict of str to MetricIntervals
-    """
-
-    results: dict[str, MetricResult]
-    intervals: dict[str, MetricIntervals]
-
-    def to_dict(self) -> dict:
-        """Each metric's ``to_dict()`` with ``"ci95": {value: [low, high]}`` added."""
-        return {name: {**result.to_dict(), "ci95": json_ready(self.intervals[name].ci95())}
-                for name, result in self.results.items()}
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Two representations of the same rows, scored and compared.
-
-    Attributes
-    ----------
-    results_a, results_b : dict of str to MetricResult
-    intervals_a, intervals_b : dict of str to MetricIntervals
-        Each side's own intervals (from the same paired replicates).
-    differences : dict of str to Interval
-        Keyed ``"METRIC.VALUE"``: ``estimate`` is A - B, ``low``/``high`` its 95%
-        interval from paired replicates, ``p_value`` the two-sided p-value of no
-        difference.
-    """
-
-    results_a: dict[str, MetricResult]
-    results_b: dict[str, MetricResult]
-    intervals_a: dict[str, MetricIntervals]
-    intervals_b: dict[str, MetricIntervals]
-    differences: dict[str, Interval]
-
-    def to_dict(self) -> dict:
-        """``{"a": ..., "b": ..., "metrics": {"METRIC.VALUE": {"a", "b", "difference",
-        "ci95", "p_value"}}}``."""
-        def side(results, intervals):
-            return ScoresWithIntervals(results, intervals).to_dict()
-
-        metrics = {}
-        for key, diff in self.differences.items():
-            metric, value = key.split(".", 1)
-            metrics[key] = {"a": self.results_a[metric].headline()[value],
-                            "b": self.results_b[metric].headline()[value],
-                            "difference": diff.estimate, "ci95": [diff.low, diff.high],
-                            "p_value": diff.p_value}
-        return {"a": side(self.results_a, self.intervals_a),
-                "b": side(self.results_b, self.intervals_b),
-                "metrics": json_ready(metrics)}
 
 
 # --------------------------------------------------------------------------------------

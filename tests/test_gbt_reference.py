@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from disentangle_eval._gbt import fit_gbt_classifiers
+from disentangle_eval._gbt import RowCounts, fit_gbt_classifiers
 from disentangle_eval._gbt_reference import reference_fit
 
 
@@ -85,3 +85,31 @@ def test_exactly_binned_continuous_latents_and_other_seeds_match_the_reference()
     latents, factors = continuous_problem(250, sizes=(2, 2, 9), seed=4)
     for seed in (0, 7):
         _compare(latents, factors, 170, n_estimators=8, seed=seed)
+
+
+# --------------------------------------------------------------------------------------
+# Rows with counts (a bootstrap replicate on its distinct rows) against the samples
+# written out: bitwise the same fit.
+
+
+@pytest.mark.parametrize("problem, max_depth, max_bins, block_rows", [
+    ("continuous", 3, 256, None), ("continuous", 1, 256, None),
+    ("continuous", 3, 16, 64),            # quantile bins of the repeated samples
+    ("codes", 3, 256, None), ("codes", 1, 256, 64)])
+def test_rows_with_counts_are_the_samples_written_out(problem, max_depth, max_bins,
+                                                      block_rows):
+    make = continuous_problem if problem == "continuous" else code_problem
+    latents, factors = make(500, sizes=(2, 3, 9), seed=3)
+    x, y = torch.as_tensor(latents[:400]), torch.as_tensor(factors[:400])
+    x_test = torch.as_tensor(latents[400:])
+    samples = torch.as_tensor(np.random.default_rng(1).integers(0, 400, 400))
+    options = dict(max_depth=max_depth, max_bins=max_bins, n_estimators=25, seed=5,
+                   block_rows=block_rows)
+    written_out = fit_gbt_classifiers(x[samples], y[samples], x_test, **options)
+    distinct, of_sample = torch.unique(samples, return_inverse=True)
+    assert distinct.numel() < 300                  # the fit works on fewer rows
+    counted = fit_gbt_classifiers(x[distinct], y[distinct], x_test, **options,
+                                  rows=RowCounts.of_samples(of_sample, distinct.numel()))
+    assert torch.equal(counted.importance, written_out.importance)
+    assert torch.equal(counted.predict_train[of_sample], written_out.predict_train)
+    assert torch.equal(counted.predict_test, written_out.predict_test)

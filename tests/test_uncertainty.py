@@ -10,6 +10,7 @@ import torch
 
 from disentangle_eval import (DataError, compare_representations, confidence_intervals,
                               infomec)
+from disentangle_eval import _replicates_dci
 from disentangle_eval import _replicates_infomec as replicates_infomec
 from disentangle_eval._intervals import interval
 from disentangle_eval._registry import METRICS, MetricSpec, run_metric
@@ -184,6 +185,61 @@ def test_batched_infomec_replicates_match_the_loop(kind, per_fit, one_thread, mo
     # InfoE: the same objectives, fitted to the same tolerance from other whitenings.
     np.testing.assert_allclose(batched[..., names.index("infoe")],
                                loop[..., names.index("infoe")], atol=1e-4)
+
+
+def dci_problem(kind: str, n: int, seed: int):
+    """Latents of a binary, a 3-class and a 9-class factor (a value of it rare)."""
+    rng = np.random.default_rng(seed)
+    s = np.stack([rng.integers(0, 2, n), rng.integers(0, 3, n), rng.integers(0, 9, n)], 1)
+    z = s @ rng.standard_normal((3, 4)) + 0.7 * rng.standard_normal((n, 4))
+    if kind == "codes":
+        z = np.clip(np.round(z), -3, 3)
+    return z, s
+
+
+DCI_SETTINGS = dict(predictor="gbt", backend="torch", train_fraction=0.8, device=CPU,
+                    progress=False, factor_names=None)
+
+
+@pytest.mark.parametrize("kind", ["continuous", "codes"])
+@pytest.mark.parametrize("split", ["random", "contiguous"])
+def test_dci_replicates_on_distinct_rows_are_the_refits(kind, split, one_thread):
+    inputs = check_inputs(*dci_problem(kind, 400, 0), discrete=False, device=CPU)
+    shared = dict(DCI_SETTINGS, split=split, seed=3)
+    spec = METRICS["dci"]
+    _, replicates, _ = draw_metric_replicates(spec, [inputs], shared, 3, 3)
+    loop = loop_replicates(spec, [inputs], shared, replicates)
+    batched = BATCHED_RUNNERS["dci"](spec, [inputs], shared, replicates)
+    assert batched.shape == loop.shape == (3, 1, 4)
+    np.testing.assert_array_equal(batched, loop)
+
+
+def test_dci_replicates_paired_and_failed_as_the_refits(one_thread):
+    # A binary factor with 2 ones in 60 rows: some replicates' training rows miss the
+    # ones (a factor with one value: NaN in both runners).
+    z, s = dci_problem("continuous", 60, 1)
+    s[:, 0] = 0
+    s[[5, 40], 0] = 1
+    sides = [check_inputs(z, s, discrete=False, device=CPU),
+             check_inputs(np.round(z), s, discrete=False, device=CPU)]
+    shared = dict(DCI_SETTINGS, split="random", seed=0)
+    spec = METRICS["dci"]
+    _, replicates, _ = draw_metric_replicates(spec, sides, shared, 12, 0)
+    loop = loop_replicates(spec, sides, shared, replicates)
+    batched = BATCHED_RUNNERS["dci"](spec, sides, shared, replicates)
+    failed = np.isnan(loop).all(axis=(1, 2))
+    assert 0 < failed.sum() < len(failed)
+    np.testing.assert_array_equal(batched, loop)
+
+
+def test_dci_replicates_refuse_what_does_not_fit(monkeypatch, one_thread):
+    inputs = check_inputs(*dci_problem("continuous", 200, 0), discrete=False, device=CPU)
+    shared = dict(DCI_SETTINGS, split="random", seed=0)
+    spec = METRICS["dci"]
+    _, replicates, _ = draw_metric_replicates(spec, [inputs], shared, 2, 0)
+    monkeypatch.setattr(_replicates_dci, "available_memory", lambda device: 2 ** 16)
+    with pytest.raises(DataError, match=r"^DCI replicate: the trees of factor \d need about"):
+        BATCHED_RUNNERS["dci"](spec, [inputs], shared, replicates)
 
 
 def test_point_estimates_are_those_of_the_metrics(one_thread):
