@@ -5,13 +5,16 @@
   against the plain loop (one ``infomec`` call per replicate, the reference path), timed
   A/B interleaved in this process; then the cost of ``--ci R`` as a multiple of one point
   estimate.
-- DCI (N=15000, 10000 train + 5000 test): ``--ci 20`` (20 refits, separate fits for
-  now) as a multiple of one point estimate.
+- DCI (N=15000, 10000 train + 5000 test): ``--ci 20`` as a multiple of one point
+  estimate, with the registered runner (each bootstrap replicate's trees fitted on its
+  distinct rows with their counts) and with the plain loop (one refit per replicate on
+  all its samples), interleaved in chunks of replicates in this process, the values of
+  the two compared.
 - ``--sklearn``: one scikit-learn reference computation of each, measured side by side,
   to put the cost of R replicates done the reference way (R times that) beside ours.
 
 Usage: python benchmarks/bench_uncertainty.py [--resamples 100] [--code-resamples 20]
-       [--dci-resamples 20] [--ab-resamples 10] [--skip-dci] [--sklearn]
+       [--dci-resamples 20] [--ab-resamples 10] [--skip-dci] [--only-dci] [--sklearn]
 """
 from __future__ import annotations
 
@@ -77,12 +80,20 @@ def main() -> None:
     parser.add_argument("--ab-resamples", type=int, default=10)
     parser.add_argument("--dci-resamples", type=int, default=20)
     parser.add_argument("--skip-dci", action="store_true")
+    parser.add_argument("--only-dci", action="store_true")
     parser.add_argument("--sklearn", action="store_true",
                         help="also time one scikit-learn reference computation of each")
     args = parser.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     warnings.simplefilter("ignore")
 
+    if not args.only_dci:
+        bench_all_infomec(args)
+    if not args.skip_dci:
+        bench_dci(args)
+
+
+def bench_all_infomec(args) -> None:
     latents, factors = mpi3d_like(1000, seed=0)
     bench_infomec(latents, factors, "continuous, 1000 rows", args.resamples, args.ab_resamples)
     latents, factors = mpi3d_like(10000, seed=0)
@@ -97,18 +108,38 @@ def main() -> None:
               f"{args.resamples} replicates the reference way ~{t * args.resamples:.0f} s",
               flush=True)
 
-    if args.skip_dci:
-        return
+
+
+def bench_dci(args, chunk: int = 5) -> None:
+    """``--ci R`` of DCI, registered runner against the loop: chunks of ``chunk``
+    replicates run by each in turn, each pair after a point estimate, so that both
+    sides and the point estimate see the same drift of the machine's load."""
     latents, factors = mpi3d_like(15000, seed=0)
     inputs = check_inputs(latents, factors, discrete=False, device="cpu")
     spec = METRICS["dci"]
-    point, result = timed(lambda: run_metric(spec, inputs, SHARED))
+    _, replicates, _ = draw_metric_replicates(spec, [inputs], SHARED, args.dci_resamples, 0)
+    points, batched, loop, values = [], 0.0, 0.0, []
+    for start in range(0, len(replicates), chunk):
+        part = replicates[start:start + chunk]
+        t, result = timed(lambda: run_metric(spec, inputs, SHARED))
+        points.append(t)
+        t, found = timed(lambda: BATCHED_RUNNERS["dci"](spec, [inputs], SHARED, part))
+        batched += t
+        t, plain = timed(lambda: loop_replicates(spec, [inputs], SHARED, part))
+        loop += t
+        values.append((found, plain))
+        print(f"  replicates {start}-{start + len(part) - 1}: point {points[-1]:.1f} s, "
+              f"runner {batched:.0f} s, loop {loop:.0f} s so far", flush=True)
+    point = float(np.mean(points))
+    same = all(np.array_equal(a, b, equal_nan=True) for a, b in values)
+    print(f"dci (10000 train + 5000 test): point estimate {point:.1f} s (mean of "
+          f"{len(points)}); --ci {args.dci_resamples} adds {batched:.0f} s = "
+          f"{batched / point:.1f} point estimates (distinct rows), against {loop:.0f} s = "
+          f"{loop / point:.1f} (separate refits): {loop / batched:.2f}x faster; values "
+          f"{'bitwise equal' if same else 'DIFFERENT'}")
     total, found = timed(lambda: intervals_from_inputs(inputs, ["dci"], SHARED,
                                                        results={"dci": result},
                                                        n_resamples=args.dci_resamples))
-    print(f"dci (10000 train + 5000 test): point estimate {point:.1f} s; "
-          f"--ci {args.dci_resamples} adds {total:.0f} s = {total / point:.1f} point "
-          "estimates (separate refits)")
     for name, iv in found["dci"].intervals.items():
         print(f"  {name:22s} {iv.estimate:.4f} [{iv.low:.4f}, {iv.high:.4f}]", flush=True)
     if args.sklearn:

@@ -16,15 +16,31 @@ from ._registry import MetricSpec, run_metric
 from ._resampling import Replicate, replicate_inputs, replicate_settings
 from ._validation import DataError, ScoringInputs
 
-__all__ = ["loop_replicates", "ReplicateRunner"]
+__all__ = ["loop_replicates", "ReplicateRunner", "ReplicateRefused"]
 
 # runner(spec, sides, shared, replicates, *, progress) -> values, as loop_replicates.
 ReplicateRunner = Callable[..., np.ndarray]
 
 
+class ReplicateRefused(DataError):
+    """A replicate that cannot be computed for want of resources (not for its rows):
+    raised, never dropped as a replicate whose rows cannot be scored."""
+
+
+def _metric_values(spec: MetricSpec, side: ScoringInputs, replicate: Replicate,
+                   settings: dict) -> list[float]:
+    return list(run_metric(spec, replicate_inputs(side, replicate), settings)
+                .headline().values())
+
+
 def loop_replicates(spec: MetricSpec, sides: Sequence[ScoringInputs], shared: dict,
-                    replicates: Sequence[Replicate], *, progress: bool = False) -> np.ndarray:
+                    replicates: Sequence[Replicate], *, progress: bool = False,
+                    values_of: Callable[..., list[float]] = _metric_values) -> np.ndarray:
     """Headline values of every replicate, one metric call per replicate and side.
+
+    ``values_of(spec, side, replicate, settings)`` gives one replicate's values on one
+    side (default: the metric called on the replicate's rows); a batched runner may pass
+    its own.
 
     Returns
     -------
@@ -40,8 +56,9 @@ def loop_replicates(spec: MetricSpec, sides: Sequence[ScoringInputs], shared: di
         for r, replicate in enumerate(bar):
             settings = replicate_settings(shared, replicate)
             try:
-                values = [list(run_metric(spec, replicate_inputs(side, replicate), settings)
-                               .headline().values()) for side in sides]
+                values = [values_of(spec, side, replicate, settings) for side in sides]
+            except ReplicateRefused:
+                raise
             except DataError:
                 values = None
             if out is None and values is not None:

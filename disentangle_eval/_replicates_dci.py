@@ -26,25 +26,19 @@ with one line.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from ._dci import DCIResult, _check_dci_options, dci_rows
+from ._dci import _check_dci_options, dci_rows
 from ._dci_scores import completeness, disentanglement
 from ._gbt import FitTooLarge, RowCounts, fit_gbt_classifiers
-from ._replicates import loop_replicates
-from ._resampling import Replicate, replicate_inputs, replicate_settings
-from ._validation import DataError, ScoringInputs, available_memory
+from ._replicates import ReplicateRefused, loop_replicates
+from ._resampling import Replicate, replicate_inputs
+from ._validation import ScoringInputs, available_memory
 
 __all__ = ["dci_replicates"]
-
-class _TooLarge(DataError):
-    """A replicate's fit does not fit in memory: refused, not a replicate to drop."""
-
 
 _DEFAULTS = dict(predictor="gbt", backend="torch", max_train_rows=100_000,
                  max_test_rows=50_000)
@@ -62,26 +56,10 @@ def dci_replicates(spec, sides: Sequence[ScoringInputs], shared: dict,
     if (options["predictor"], options["backend"]) != ("gbt", "torch") or any(
             replicate.n_train is None for replicate in replicates):
         return loop_replicates(spec, sides, shared, replicates, progress=progress)
-    out = np.full((len(replicates), len(sides), len(DCIResult.HEADLINE)), np.nan)
-    bar = tqdm(replicates, desc="dci replicates", unit="replicate", leave=False,
-               disable=None if progress else True)
-    with warnings.catch_warnings():
-        # Split and subsample notes were reported for the point estimate already.
-        warnings.simplefilter("ignore")
-        for r, replicate in enumerate(bar):
-            settings = replicate_settings(shared, replicate)
-            try:
-                values = [_replicate_values(side, replicate, settings, options)
-                          for side in sides]
-            except _TooLarge:
-                raise
-            except DataError:
-                continue
-            out[r] = values
-    if np.isnan(out).all():
-        raise DataError(f"{spec.name}: none of the {len(replicates)} resamples of the rows "
-                        "could be scored; too few rows to resample")
-    return out
+    return loop_replicates(
+        spec, sides, shared, replicates, progress=progress,
+        values_of=lambda spec, side, replicate, settings: _replicate_values(
+            side, replicate, settings, options))
 
 
 def _distinct(samples: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +96,7 @@ def _replicate_values(inputs: ScoringInputs, replicate: Replicate, settings: dic
                                   max_bytes=available_memory(dev),
                                   rows=RowCounts.of_samples(train_of, train_first.numel()))
     except FitTooLarge as exc:
-        raise _TooLarge(
+        raise ReplicateRefused(
             f"DCI replicate: the trees of factor {exc.target} need about "
             f"{exc.needed / 2 ** 30:.1f} GiB, {exc.available / 2 ** 30:.1f} GiB are "
             "available; fit fewer training rows (max_train_rows)") from None
