@@ -167,10 +167,12 @@ def main(model, dataset, data_dir, preset, steps, batch_size, seed, device, out_
         context, device = init_distributed(device)
     except ValueError as exc:  # more processes than GPUs on this machine
         raise _reported(click.UsageError(str(exc)), context, shared=False) from None
+    completed = False
     try:
         metrics = train(run_dir, spec, device=device, resume=resume, force=force,
                         checkpoint_seconds=60.0 * checkpoint_minutes, threads=threads,
                         figures=not no_figures, distributed=context)
+        completed = True
     except RunFolderError as exc:
         raise _reported(click.UsageError(str(exc)), context, exc) from None
     except (DatasetError, RunFileError, DataError) as exc:  # DataError: memory, scoring
@@ -178,7 +180,7 @@ def main(model, dataset, data_dir, preset, steps, batch_size, seed, device, out_
     except FloatingPointError as exc:
         raise _reported(BadData(f"training diverged: {exc}"), context, exc) from None
     finally:
-        shutdown(context)
+        shutdown(context, completed=completed)
     if metrics is not None:
         table = metrics["table"]
         click.echo("  ".join(f"{key} {value:.3f}" if key != "MSE" else f"MSE(x1e4) {value:.2f}"

@@ -147,9 +147,16 @@ def init_distributed(device: torch.device, environ: Mapping[str, str] | None = N
     return replace(context, backend=backend), device
 
 
-def shutdown(context: DistributedContext) -> None:
-    """Leave the process group of ``context`` (nothing for a single process)."""
+def shutdown(context: DistributedContext, *, completed: bool = False) -> None:
+    """Leave the process group of ``context`` (nothing for a single process).
+
+    ``completed``: every rank got through the run, so all of them wait here for the others
+    first. A rank that tore the group down while another still finished its last
+    collective (rank 0's broadcast after the evaluation) could abort in gloo's threads.
+    """
     if context.enabled and dist.is_initialized():
+        if completed:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -304,6 +304,7 @@ def run_training_job(job: TrainingJob) -> str:
     if (run_dir / METRICS).exists():
         return "done"
     context = SINGLE
+    completed = False
     try:
         spec = job.spec()
         # (called outside a submitit job, say to debug it, the job trains in this process)
@@ -317,6 +318,7 @@ def run_training_job(job: TrainingJob) -> str:
         train(run_dir, spec, device=device, resume=resume, threads=job.threads,
               checkpoint_seconds=60.0 * job.checkpoint_minutes, progress=False,
               figures=job.figures, distributed=context)
+        completed = True
     except Exception as exc:
         if context.is_main or not getattr(exc, "from_main_rank", False):
             text = (f"training diverged: {exc}" if isinstance(exc, FloatingPointError)
@@ -326,7 +328,7 @@ def run_training_job(job: TrainingJob) -> str:
             print(f"error: {prefix}{one_line(text)}", file=sys.stderr, flush=True)
         raise
     finally:
-        shutdown(context)
+        shutdown(context, completed=completed)
     return "trained"
 
 
