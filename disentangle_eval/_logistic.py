@@ -112,22 +112,23 @@ def sample_weights(targets, n_classes, sample_weight, row_weights=None):
     """
     n_samples, n_targets = targets.shape
     device = targets.device
+    ones = torch.ones(n_targets, n_samples, dtype=torch.float64, device=device)
     if row_weights is None:
-        row_w = torch.ones(n_targets, n_samples, dtype=torch.float64, device=device)
+        row_w, total = ones, n_samples
     else:
         if tuple(row_weights.shape) != tuple(targets.shape):
             raise ValueError(f"row_weights must have the shape of targets {tuple(targets.shape)}"
                              f", got {tuple(row_weights.shape)}")
         row_w = row_weights.T.to(torch.float64)
+        total = row_w.sum(1, keepdim=True)
     if sample_weight == "balanced":
         sizes = torch.as_tensor(n_classes, device=device)
         counts = torch.zeros(n_targets, max(n_classes), dtype=torch.float64, device=device)
         counts.scatter_add_(1, targets.T, row_w)
-        class_w = row_w.sum(1, keepdim=True) / (sizes.to(torch.float64)[:, None]
-                                                 * counts.clamp(min=1))
+        class_w = total / (sizes.to(torch.float64)[:, None] * counts.clamp(min=1))
         weights = class_w.gather(1, targets.T)
     elif sample_weight is None:
-        weights = torch.ones(n_targets, n_samples, dtype=torch.float64, device=device)
+        weights = ones
     else:
         raise ValueError(f"sample_weight must be 'balanced' or None, got {sample_weight!r}")
     if row_weights is not None:
