@@ -34,7 +34,9 @@ run, from its submission, goes to ``OUT/timings.csv``):
 - the table: every cell the mean over seeds with the half-width of its 95% t-interval
   (``mean ± t_{0.975, n-1} s / sqrt(n)``; the mean alone for one seed), the discriminator's
   accuracy at the end of training (mean of the last logged iterations; 0.5: joint and
-  permuted codes indistinguishable) and the codebook perplexity at the end;
+  permuted codes indistinguishable) and the codebook perplexity at the end; runs that
+  differ in more than the seed (another ``--set`` in the same ``--out``) are separate rows,
+  labelled by what differs as ``disentangle-eval table`` labels them;
 - "what the CPU runs support": for each of the paper's pairwise claims (FactorQVAE vs QVAE,
   FactordVAE vs dVAE, FactorVAE vs beta-VAE, FactorQVAE vs QLAE) on D and InfoM, the
   difference paired by seed with its 95% t-interval, the paper's own difference on
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import math
 import os
 import sys
@@ -54,7 +57,7 @@ import pandas as pd
 from disentangle_eval._intervals import mean_interval
 from reference_models.data.registry import dataset_names, list_datasets
 from reference_models.models.registry import list_model_infos
-from reference_models.training.table import collect_metrics
+from reference_models.training.table import collect_metrics, configurations
 
 MODELS = ("ae", "betavae", "factorvae", "bioae", "qlae", "dvae", "qvae", "factordvae",
           "factorqvae")
@@ -281,6 +284,10 @@ def _display_name(model: str) -> str:
     return names.get(model, ascii(model))
 
 
+def _row_name(model: str, label: str) -> str:
+    return f"{_display_name(model)} ({label})" if label else _display_name(model)
+
+
 def _dataset_name(dataset: str) -> str:
     return dataset if dataset in dataset_names() else ascii(dataset)
 
@@ -291,11 +298,14 @@ def _signed(mean: float, half: float) -> str:
 
 
 def summarise_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, model), in the paper's order: ``n`` and, for every column, its mean and
-    the half-width of its 95% t-interval over seeds (``<column>_mean``, ``<column>_ci95``)."""
+    """Per dataset, model and configuration (grouped and labelled as ``table`` does, see
+    :func:`reference_models.training.table.configurations`), in the paper's order:
+    ``config`` (the label, ``""`` for a model's only configuration), ``n`` and, for every
+    column, its mean and the half-width of its 95% t-interval over seeds
+    (``<column>_mean``, ``<column>_ci95``)."""
     rows = []
-    for (dataset, model), group in runs.groupby(["dataset", "model"], sort=False):
-        row = {"dataset": dataset, "model": model, "n": len(group)}
+    for dataset, model, label, group in configurations(runs):
+        row = {"dataset": dataset, "model": model, "config": label, "n": len(group)}
         for column in _COLUMNS:
             row[f"{column}_mean"], row[f"{column}_ci95"], _ = interval(group[column])
         rows.append(row)
@@ -319,7 +329,7 @@ def format_results(runs: pd.DataFrame, fmt: str = "markdown") -> str:
     for dataset, group in summary.groupby("dataset", sort=False):
         body = []
         for _, row in group.iterrows():
-            cells = [_display_name(row["model"])]
+            cells = [_row_name(row["model"], row["config"])]
             cells += [_cell(row[f"{c}_mean"], row[f"{c}_ci95"],
                             1 if c in ("MSE", "perplexity") else 2, pm) for c in _COLUMNS]
             body.append(cells + [str(int(row["n"]))])
@@ -347,24 +357,30 @@ def format_results(runs: pd.DataFrame, fmt: str = "markdown") -> str:
 def paired_differences(runs: pd.DataFrame) -> pd.DataFrame:
     """For each claim, metric and dataset: the mean difference (first model minus second)
     over the seeds both models have, its 95% t-interval, the seeds, and the paper's
-    difference on the same dataset (on Shapes3D for a dataset outside Table 1)."""
+    difference on the same dataset (on Shapes3D for a dataset outside Table 1). A model
+    trained in several configurations is paired configuration by configuration
+    (``first_config``, ``second_config``: their labels)."""
+    groups: dict[tuple[str, str], list[tuple[str, pd.DataFrame]]] = {}
+    for dataset, model, label, group in configurations(runs):
+        groups.setdefault((dataset, model), []).append((label, group.set_index("seed")))
     rows = []
-    for dataset, group in runs.groupby("dataset", sort=False):
+    for dataset in pd.unique(runs["dataset"]):
+        paper = PAPER_TABLE_1.get(dataset, PAPER_TABLE_1["shapes3d"])
         for first, second in CLAIMS:
-            a = group[group["model"] == first].set_index("seed")
-            b = group[group["model"] == second].set_index("seed")
-            seeds = sorted(set(a.index) & set(b.index))
-            if not seeds:
-                continue
-            for metric in CLAIM_METRICS:
-                differences = [a.at[s, metric] - b.at[s, metric] for s in seeds]
-                mean, half, n = interval(differences)
-                paper = PAPER_TABLE_1.get(dataset, PAPER_TABLE_1["shapes3d"])
-                column = METRICS.index(metric)
-                rows.append({"dataset": dataset, "first": first, "second": second,
-                             "metric": metric, "difference": mean, "ci95": half, "n": n,
-                             "seeds": seeds,
-                             "paper": round(paper[first][column] - paper[second][column], 2)})
+            for (label_a, a), (label_b, b) in itertools.product(
+                    groups.get((dataset, first), []), groups.get((dataset, second), [])):
+                seeds = sorted(set(a.index) & set(b.index))
+                if not seeds:
+                    continue
+                for metric in CLAIM_METRICS:
+                    differences = [a.at[s, metric] - b.at[s, metric] for s in seeds]
+                    mean, half, n = interval(differences)
+                    column = METRICS.index(metric)
+                    rows.append({
+                        "dataset": dataset, "first": first, "second": second,
+                        "first_config": label_a, "second_config": label_b, "metric": metric,
+                        "difference": mean, "ci95": half, "n": n, "seeds": seeds,
+                        "paper": round(paper[first][column] - paper[second][column], 2)})
     return pd.DataFrame(rows)
 
 
@@ -394,7 +410,8 @@ def format_claims(runs: pd.DataFrame, preset: str) -> str:
     lines += ["| dataset | claim | metric | difference | seeds | paper | runs |",
               "|---|---|---|---:|---|---:|---|"]
     for _, row in differences.iterrows():
-        name = f"{_display_name(row['first'])} > {_display_name(row['second'])}"
+        name = (f"{_row_name(row['first'], row['first_config'])} > "
+                f"{_row_name(row['second'], row['second_config'])}")
         lines.append(
             f"| {_dataset_name(row['dataset'])} | {name} | {row['metric']} | "
             f"{_signed(row['difference'], row['ci95'])} | "

@@ -1,5 +1,6 @@
 """benchmarks/reproduce_table.py: intervals over seeds and the paired claims section."""
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def test_results_table_cells_are_mean_and_half_width():
     assert f"| QVAE | 0.35 ± {half:.2f} | 0.50 ± 0.00 |" in text
     summary = reproduce_table.summarise_runs(runs)
     assert summary.loc[0, "D_ci95"] == pytest.approx(half)
-    assert reproduce_table.format_results(runs, "csv").startswith("dataset,model,n,D_mean,D_ci95")
+    assert reproduce_table.format_results(runs, "csv").startswith("dataset,model,config,n,D_mean,D_ci95")
 
 
 def test_end_of_training_reads_the_last_log_row(tmp_path):
@@ -79,3 +80,25 @@ def test_end_of_training_reads_the_last_log_row(tmp_path):
     assert reproduce_table.end_of_training(tmp_path) == {"disc_acc": 0.6, "perplexity": 30.0}
     (tmp_path / "log.csv").write_text("step,loss\n50,1\n")
     assert all(math.isnan(v) for v in reproduce_table.end_of_training(tmp_path).values())
+
+
+def test_configurations_are_separate_rows_and_claims():
+    # Two FactorQVAE gammas on the same seeds: two labelled rows, each paired with QVAE on
+    # its own (averaging them would mix two settings into one cell).
+    runs = _runs({"qvae": [0.2, 0.5, 0.3], "factorqvae": [0.3, 0.6, 0.4]})
+    other = runs[runs["model"] == "factorqvae"].assign(D=[0.1, 0.3, 0.2])
+    runs = pd.concat([runs, other], ignore_index=True)
+    config = {gamma: json.dumps({"preset": "cpu", "model_config.gamma": gamma})
+              for gamma in (1e-3, 1e-2)}
+    runs["config"] = [json.dumps({"preset": "cpu", "model_config.gamma": 0.0})] * 3 + [
+        config[1e-3]] * 3 + [config[1e-2]] * 3
+    summary = reproduce_table.summarise_runs(runs)
+    assert list(summary["config"]) == ["", "gamma=1e-3", "gamma=1e-2"]
+    assert list(summary["n"]) == [3, 3, 3]
+    assert summary.loc[1, "D_mean"] == pytest.approx(0.43333333)
+    assert summary.loc[2, "D_mean"] == pytest.approx(0.2)
+    text = reproduce_table.format_results(runs)
+    assert "| FactorQVAE (gamma=1e-3) | 0.43" in text and "| FactorQVAE (gamma=1e-2) | 0.20" in text
+    claims = reproduce_table.format_claims(runs, "cpu")
+    assert "| toyshapes | FactorQVAE (gamma=1e-3) > QVAE | D | +0.10 ± 0.00 | 1,2,3 |" in claims
+    assert "| toyshapes | FactorQVAE (gamma=1e-2) > QVAE | D | -0.13 ±" in claims

@@ -57,7 +57,7 @@ import re
 import typing
 import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -70,8 +70,8 @@ from reference_models.training.run_folder import (
     CONFIG, MAX_CONFIG_BYTES, MAX_METRICS_BYTES, RunSpec, one_line, read_json,
 )
 
-__all__ = ["COLUMNS", "SUITE_COLUMNS", "NO_CONFIG", "collect_metrics", "summarise",
-           "format_table", "TableError", "TableWarning"]
+__all__ = ["COLUMNS", "SUITE_COLUMNS", "NO_CONFIG", "collect_metrics", "configurations",
+           "summarise", "format_table", "TableError", "TableWarning"]
 
 # The paper's Table 1 columns (every run has them), then the standard suite's headline
 # values (runs evaluated before the suite existed lack them; shown when any run has them).
@@ -284,21 +284,16 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         order counts, the others are left out.
     """
     columns = _shown_columns(runs)
-    runs = runs.assign(config=runs["config"].fillna(""))
     rows = []
-    for (dataset, model), block in runs.groupby(["dataset", "model"], sort=False):
-        labels = _labels(pd.unique(block["config"]))
-        for config in sorted(labels, key=labels.get):
-            label = labels[config][-1]
-            group = _one_run_per_seed(block[block["config"] == config], dataset, model, label)
-            row = {"dataset": dataset, "model": model, "config": label, "n": len(group)}
-            for column in columns:
-                values = group[column].to_numpy(dtype=np.float64)
-                interval = mean_interval(values, bounds=_BOUNDS.get(column, _SCORE_BOUNDS))
-                row[f"{column}_mean"] = interval.estimate
-                row[f"{column}_std"] = group[column].std(ddof=1)
-                row[f"{column}_low"], row[f"{column}_high"] = interval.low, interval.high
-            rows.append(row)
+    for dataset, model, label, group in configurations(runs):
+        row = {"dataset": dataset, "model": model, "config": label, "n": len(group)}
+        for column in columns:
+            values = group[column].to_numpy(dtype=np.float64)
+            interval = mean_interval(values, bounds=_BOUNDS.get(column, _SCORE_BOUNDS))
+            row[f"{column}_mean"] = interval.estimate
+            row[f"{column}_std"] = group[column].std(ddof=1)
+            row[f"{column}_low"], row[f"{column}_high"] = interval.low, interval.high
+        rows.append(row)
     summary = pd.DataFrame(rows)
     summary["_rank"] = summary["model"].map(_model_rank)
     summary["_dataset_rank"] = summary["dataset"].map(_dataset_rank)
@@ -306,6 +301,40 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     ordered = ["dataset", "model", "config", "n"] + [
         f"{c}_{s}" for c in columns for s in ("mean", "std", "low", "high")]
     return summary[ordered].reset_index(drop=True)
+
+
+def configurations(runs: pd.DataFrame) -> Iterator[tuple[str, str, str, pd.DataFrame]]:
+    """The rows of the table before they are summarised.
+
+    Parameters
+    ----------
+    runs : pandas.DataFrame
+        As :func:`collect_metrics` returns it (without a ``config`` column every run
+        counts as unconfigured).
+
+    Yields
+    ------
+    dataset, model, label : str
+        ``label`` says what tells the configuration apart from the model's other
+        configurations on that dataset (``""`` when it has only one; see the module
+        docstring).
+    group : pandas.DataFrame
+        The configuration's runs, one per seed.
+
+    Warns
+    -----
+    TableWarning
+        For each seed that appears more than once in a configuration.
+    """
+    config = runs["config"] if "config" in runs else pd.Series(None, index=runs.index,
+                                                                   dtype=object)
+    runs = runs.assign(config=config.astype(object).fillna(""))
+    for (dataset, model), block in runs.groupby(["dataset", "model"], sort=False):
+        labels = _labels(pd.unique(block["config"]))
+        for config in sorted(labels, key=labels.get):
+            label = labels[config][-1]
+            yield dataset, model, label, _one_run_per_seed(
+                block[block["config"] == config], dataset, model, label)
 
 
 def _shown_columns(runs: pd.DataFrame) -> list[str]:
@@ -370,7 +399,7 @@ def _one_run_per_seed(group: pd.DataFrame, dataset: str, model: str,
         row = f"{name} ({label})" if label else name
         warnings.warn(f"seed {seed} appears {len(paths)} times in {row} on {dataset}: "
                       f"{', '.join(paths)}; counting {paths[0]} only (first in path order)",
-                      TableWarning, stacklevel=3)
+                      TableWarning, stacklevel=4)
     return group[~repeated]
 
 
