@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from reference_models.models import build_model, list_models
 from reference_models.training.distributed import (
     SINGLE, DistributedContext, check_batch_split, context_from_environment, gather_to_main,
     init_distributed, launched_by_torchrun, mean_across_ranks, on_main, rank_streams,
+    wait_for_idle_threads,
 )
 from reference_models.training.loop import train
 from reference_models.training.run_folder import (
@@ -80,6 +82,29 @@ def test_a_single_process_joins_no_group():
     assert mean_across_ranks(SINGLE, [1.5, 2.0], torch.device("cpu")) == [1.5, 2.0]
     with pytest.raises(KeyError):
         on_main(SINGLE, lambda: {}["missing"])
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux's /proc")
+def test_shutdown_waits_for_threads_still_at_work():
+    """What ``shutdown`` waits for before the interpreter may finalise: no other thread
+    left running (a gloo worker freeing the last collective's tensors)."""
+    def spin(seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+
+    worker = threading.Thread(target=spin, args=(0.3,))
+    start = time.monotonic()
+    worker.start()
+    assert wait_for_idle_threads(timeout=10.0)
+    assert time.monotonic() - start >= 0.29 and not worker.is_alive()
+    worker.join()
+
+    worker = threading.Thread(target=spin, args=(1.0,))
+    worker.start()
+    assert not wait_for_idle_threads(timeout=0.2)  # gives up: never waits without end
+    worker.join()
+    assert wait_for_idle_threads(timeout=1.0)
 
 
 def test_batch_split():

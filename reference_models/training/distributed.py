@@ -18,6 +18,8 @@ through :func:`on_main`.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -27,8 +29,9 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistributedContext", "SINGLE", "launched_by_torchrun", "context_from_environment",
-           "init_distributed", "shutdown", "rank_streams", "check_batch_split", "on_main",
-           "broadcast_from_main", "gather_to_main", "mean_across_ranks"]
+           "init_distributed", "shutdown", "wait_for_idle_threads", "rank_streams",
+           "check_batch_split", "on_main", "broadcast_from_main", "gather_to_main",
+           "mean_across_ranks"]
 
 T = TypeVar("T")
 
@@ -153,11 +156,65 @@ def shutdown(context: DistributedContext, *, completed: bool = False) -> None:
     ``completed``: every rank got through the run, so all of them wait here for the others
     first. A rank that tore the group down while another still finished its last
     collective (rank 0's broadcast after the evaluation) could abort in gloo's threads.
+
+    Then it waits (at most a few seconds) for the backend's worker threads to go idle.
+    ``DistributedDataParallel`` keeps the backend alive past ``destroy_process_group``, so
+    its threads are not joined, and a worker that frees the last collective's tensors
+    after the interpreter has begun to finalise takes the GIL from a dying interpreter
+    and aborts the process ("terminate called without an active exception", SIGABRT,
+    after a run that succeeded; 1 in ~30 two-rank runs on a loaded 2-core machine; the
+    PyTorch issue is pytorch/pytorch#179291).
     """
     if context.enabled and dist.is_initialized():
         if completed:
             dist.barrier()
         dist.destroy_process_group()
+        wait_for_idle_threads()
+
+
+def _busy_threads() -> int | None:
+    """How many threads of this process other than the calling one are running or
+    runnable (Linux's ``/proc/self/task``); None where that cannot be read."""
+    tasks = "/proc/self/task"
+    try:
+        names = os.listdir(tasks)
+    except OSError:
+        return None
+    busy = 0
+    for name in names:
+        if int(name) == threading.get_native_id():
+            continue
+        try:
+            with open(f"{tasks}/{name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:  # the thread has just exited
+            continue
+        state = stat[stat.rindex(b")") + 2:][:1]  # after "pid (comm) "
+        busy += state in (b"R", b"D")
+    return busy
+
+
+def wait_for_idle_threads(timeout: float = 5.0, poll: float = 0.005,
+                          settled_polls: int = 3) -> bool:
+    """Sleep (releasing the GIL) until no other thread of this process has run for
+    ``settled_polls`` polls in a row, or ``timeout`` seconds; True when they settled.
+
+    A thread that waits for the GIL gets it during the sleep, so what is left running
+    afterwards is work that has not finished. Without ``/proc`` it sleeps ``poll`` x
+    ``settled_polls`` x 10 seconds and returns False.
+    """
+    deadline = time.monotonic() + timeout
+    settled = 0
+    while time.monotonic() < deadline:
+        time.sleep(poll)
+        busy = _busy_threads()
+        if busy is None:
+            time.sleep(poll * settled_polls * 10)
+            return False
+        settled = settled + 1 if busy == 0 else 0
+        if settled >= settled_polls:
+            return True
+    return False
 
 
 def rank_streams(seed: int, rank: int) -> tuple[np.random.Generator, int]:
