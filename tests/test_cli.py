@@ -497,9 +497,12 @@ def test_run_killed_while_writing_leaves_the_previous_results(small, tmp_path):
 
 def test_ctrl_c_exits_130_promptly_and_writes_nothing(tmp_path):
     rng = np.random.default_rng(0)
-    factors = rng.integers(0, 10, size=(50_000, 4))
-    latents = np.c_[factors, rng.standard_normal((50_000, 6))] + 0.3 * rng.standard_normal(
-        (50_000, 10))
+    # ~1.8 s of work after the staging folder appears on an idle 2-core machine, so the
+    # interrupt 0.3 s after it lands mid-work; with 50000 rows and 1 s an idle machine had
+    # sometimes written the results already, and the signal hit the exiting process
+    factors = rng.integers(0, 10, size=(150_000, 4))
+    latents = np.c_[factors, rng.standard_normal((150_000, 6))] + 0.3 * rng.standard_normal(
+        (150_000, 10))
     path = _write(tmp_path, "big.npz", latents=latents, factors=factors)
     out = tmp_path / "res"
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
@@ -510,7 +513,7 @@ def test_ctrl_c_exits_130_promptly_and_writes_nothing(tmp_path):
         while not _staging_dirs(tmp_path):  # the staging folder exists: scoring starts
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
             time.sleep(0.05)
-        time.sleep(1.0)
+        time.sleep(0.3)
         assert proc.poll() is None, "finished before it could be interrupted"
         proc.send_signal(signal.SIGINT)
         sent = time.monotonic()
