@@ -162,7 +162,7 @@ def shutdown(context: DistributedContext, *, completed: bool = False) -> None:
     its threads are not joined, and a worker that frees the last collective's tensors
     after the interpreter has begun to finalise takes the GIL from a dying interpreter
     and aborts the process ("terminate called without an active exception", SIGABRT,
-    after a run that succeeded; 1 in ~30 two-rank runs on a loaded 2-core machine; the
+    after a run that succeeded; 4 of ~95 two-rank runs on a loaded 2-core machine; the
     PyTorch issue is pytorch/pytorch#179291).
     """
     if context.enabled and dist.is_initialized():
